@@ -1,0 +1,37 @@
+"""Model configuration: one frozen dataclass, saved inside every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild :class:`~nextbehavior.model.transformer.BehaviorTransformer`."""
+
+    n_items: int  # vocabulary size, index 0 = padding
+    n_event_types: int  # vocabulary size, index 0 = padding
+    max_len: int = 50
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    ffn_mult: int = 4
+    type_loss_weight: float = 0.5  # weight of the next-behavior-type loss next to the item loss
+    loss: Literal["ce", "sampled"] = "ce"  # full softmax, or sampled softmax for huge catalogues
+    n_negatives: int = 256  # sampled softmax only
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+        if self.n_items < 2 or self.n_event_types < 2:
+            raise ValueError("vocabularies need padding plus at least one entry")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})

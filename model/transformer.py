@@ -1,0 +1,133 @@
+"""A GPT/SASRec-style causal Transformer over behavior sequences.
+
+Input: item ids and behavior-type ids, left-padded with 0, newest last. Positions are counted
+from the newest event (newest = 0), so a row means the same whatever the padded width.
+Two heads: next item (tied to the item embedding) and next behavior type.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from nextbehavior.model.config import ModelConfig
+
+
+def attention_mask(item_ids: Tensor) -> Tensor:
+    """Bool (B, 1, T, T): causal AND (key is real OR key is the query), so no row is all-masked."""
+    t = item_ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=item_ids.device).tril()  # (T, T)
+    real = (item_ids != 0)[:, None, None, :]  # (B, 1, 1, T)
+    eye = torch.eye(t, dtype=torch.bool, device=item_ids.device)  # (T, T)
+    return causal & (real | eye)  # (B, 1, T, T)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, T, d)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(  # (B, h, T, d/h)
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))  # (B, T, d)
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ffn_mult * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.ffn_mult * cfg.d_model, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))  # (B, T, d)
+        return x + self.mlp(self.ln2(x))  # (B, T, d)
+
+
+class BehaviorTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items, cfg.d_model, padding_idx=0)
+        self.type_emb = nn.Embedding(cfg.n_event_types, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.type_head = nn.Linear(cfg.d_model, cfg.n_event_types)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    def hidden(self, item_ids: Tensor, event_types: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, d) states; position t sees events 0..t only."""
+        t = item_ids.shape[1]
+        pos = torch.arange(t - 1, -1, -1, device=item_ids.device).clamp(max=self.cfg.max_len - 1)
+        x = self.item_emb(item_ids) * math.sqrt(self.cfg.d_model)  # (B, T, d)
+        x = x + self.type_emb(event_types) + self.pos_emb(pos)[None]  # (B, T, d)
+        x = self.drop(x * (item_ids != 0).unsqueeze(-1))
+        mask = attention_mask(item_ids)  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)  # (B, T, d)
+
+    def item_logits(self, h: Tensor) -> Tensor:
+        """(..., d) -> (..., n_items), tied to the item embedding."""
+        return h @ self.item_emb.weight.T
+
+    def forward(
+        self,
+        item_ids: Tensor,
+        event_types: Tensor,
+        target_items: Tensor | None = None,
+        target_types: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Training: targets (B, T) give every position's next event -> (logits, type_logits, loss).
+
+        Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
+        """
+        h = self.hidden(item_ids, event_types)  # (B, T, d)
+        if target_items is None:
+            last = h[:, -1]  # (B, d)
+            return self.item_logits(last), self.type_head(last), None
+        logits = self.item_logits(h)  # (B, T, V)
+        type_logits = self.type_head(h)  # (B, T, n_types)
+        loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
+        if target_types is not None and self.cfg.type_loss_weight > 0:
+            type_targets = target_types.masked_fill(target_items == 0, 0)
+            type_loss = F.cross_entropy(
+                type_logits.flatten(0, 1), type_targets.flatten(), ignore_index=0
+            )
+            if torch.isfinite(type_loss):
+                loss = loss + self.cfg.type_loss_weight * type_loss
+        return logits, type_logits, loss

@@ -1,0 +1,3 @@
+from nextbehavior.stream.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""A user's behavior sequence: update rules (dedupe, time order, windows) and model encoding.
+
+:func:`encode` is the one function that turns histories into model input, at training time
+(``nextbehavior.model``) and at serving time (the worker): left-padded with 0, newest last.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+PAD = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event as kept in a user's state (what the model and `because` need, nothing more)."""
+
+    event_id: str
+    item_id: str
+    event_type: str
+    timestamp: int  # epoch ms
+
+
+def add_step(
+    history: Sequence[Step], step: Step, *, max_len: int, horizon_ms: int | None
+) -> tuple[list[Step], bool]:
+    """Insert ``step`` in time order (ties: arrival order), then apply the windows.
+
+    Returns ``(new_history, changed)``; a repeat of an event id already held leaves the
+    history as it is and returns ``changed=False``. The windows keep at most ``max_len``
+    newest steps, and drop steps older than ``horizon_ms`` before the newest one.
+    """
+    if any(s.event_id == step.event_id for s in history):
+        return list(history), False
+    out = list(history)
+    keys = [s.timestamp for s in out]
+    out.insert(bisect.bisect_right(keys, step.timestamp), step)
+    return window(out, max_len=max_len, horizon_ms=horizon_ms), True
+
+
+def window(history: Sequence[Step], *, max_len: int, horizon_ms: int | None) -> list[Step]:
+    """The newest ``max_len`` steps within ``horizon_ms`` of the newest step (sorted input)."""
+    out = list(history[-max_len:]) if max_len > 0 else []
+    if horizon_ms is not None and horizon_ms > 0 and out:
+        cutoff = out[-1].timestamp - horizon_ms
+        out = out[bisect.bisect_left([s.timestamp for s in out], cutoff) :]
+    return out
+
+
+def encode(
+    histories: Sequence[Sequence[tuple[str, str]]],
+    item_index: Mapping[str, int],
+    type_index: Mapping[str, int],
+    max_len: int,
+    *,
+    width: int | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Encode ``(item_id, event_type)`` sequences (oldest first) as model input.
+
+    Returns ``(item_ids, event_types)``, both int64 ``[B, W]``, left-padded with 0, newest last.
+    Items the vocabulary does not know are skipped (the model cannot represent them); a type it
+    does not know maps to 0 (no type information). ``W`` is ``width`` if given, else ``max_len``;
+    each row keeps its newest ``min(max_len, W)`` known events.
+    """
+    cols = max_len if width is None else width
+    keep = min(max_len, cols)
+    items = np.zeros((len(histories), cols), dtype=np.int64)
+    types = np.zeros((len(histories), cols), dtype=np.int64)
+    for row, seq in enumerate(histories):
+        known = [(item_index[i], type_index.get(t, PAD)) for i, t in seq if i in item_index]
+        known = known[-keep:] if keep > 0 else []
+        if known:
+            n = len(known)
+            items[row, cols - n :] = [k[0] for k in known]
+            types[row, cols - n :] = [k[1] for k in known]
+    return items, types
+
+
+def encode_steps(
+    histories: Sequence[Sequence[Step]],
+    item_index: Mapping[str, int],
+    type_index: Mapping[str, int],
+    max_len: int,
+    *,
+    width: int | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`encode` for state histories."""
+    pairs = [[(s.item_id, s.event_type) for s in h] for h in histories]
+    return encode(pairs, item_index, type_index, max_len, width=width)
