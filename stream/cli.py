@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from nextbehavior.stream import __version__, cli_infra, cli_model, cli_replay, cli_worker
+from nextbehavior.stream import (
+    __version__,
+    cli_export,
+    cli_infra,
+    cli_model,
+    cli_ops,
+    cli_replay,
+    cli_worker,
+)
 
 app = typer.Typer(
     name="nextbehavior",
@@ -32,7 +40,7 @@ def _root(
     """Streaming next-behavior prediction on Kafka."""
 
 
-for _module in (cli_infra, cli_model, cli_worker, cli_replay):
+for _module in (cli_infra, cli_model, cli_export, cli_worker, cli_replay, cli_ops):
     _module.register(app)
 
 
