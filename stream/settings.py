@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     # --- Model / inference -----------------------------------------------------------------
     bundle: Path | None = Field(None, description="Model bundle dir, or a dir of bundles")
-    providers: list[str] = Field(
+    providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime providers in order of preference (comma-separated in env)",
     )
