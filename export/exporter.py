@@ -1,0 +1,68 @@
+"""Trained model -> ``model.onnx`` (dynamo exporter, opset 20, dynamic batch and sequence axes)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final
+
+import onnx
+import torch
+
+from nextbehavior.export.shim import ScoringShim, default_chunk
+from nextbehavior.model.transformer import BehaviorTransformer
+from nextbehavior.stream.bundle import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_OUTPUT
+
+log = logging.getLogger(__name__)
+
+OPSET: Final = 20
+MAX_BATCH: Final = 1 << 20
+GRAPH_OUTPUTS: Final = (*OUTPUT_NAMES, WEIGHTS_OUTPUT)
+
+
+def example_inputs(max_len: int, n_items: int, n_types: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of 2 full-width rows (one padded) to trace with: batch >= 2 keeps the axis free."""
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(1, n_items, (2, max_len), generator=gen)  # (2, T)
+    types = torch.randint(1, n_types, (2, max_len), generator=gen)  # (2, T)
+    half = max_len // 2
+    items[1, :half] = 0
+    types[1, :half] = 0
+    return items, types
+
+
+def export_onnx(
+    model: BehaviorTransformer, path: Path, top_k: int, *, chunk: int | str | None = "auto"
+) -> int | None:
+    """Write the scoring graph of ``model`` to ``path`` (one self-contained file).
+
+    ``chunk="auto"`` picks the two-stage top-k for large catalogues (:func:`default_chunk`),
+    an int forces that chunk size, None forces one plain TopK. Returns the chunk used.
+    """
+    cfg = model.cfg
+    used = default_chunk(cfg.n_items, top_k) if chunk == "auto" else chunk
+    if isinstance(used, str):
+        raise ValueError(f"chunk must be 'auto', an int or None, got {chunk!r}")
+    shim = ScoringShim(model.eval(), top_k, chunk=used)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("seq", min=1, max=cfg.max_len)
+    args = example_inputs(cfg.max_len, cfg.n_items, cfg.n_event_types)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            shim,
+            args,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=list(INPUT_NAMES),
+            output_names=list(GRAPH_OUTPUTS),
+            dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:  # only the legacy exporter writes to a file and returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    log.info("exported %s (%d items, top_k=%d, chunk=%s)", path, cfg.n_items, top_k, used)
+    return used
