@@ -200,6 +200,11 @@ class OnlineEvaluator:
     def scored(self) -> int:
         return self._totals.n
 
+    @property
+    def window_size(self) -> int:
+        """How many scored predictions the sliding figures cover right now."""
+        return len(self._window)
+
     def total(self) -> dict[str, float]:
         """Mean metrics over every scored prediction."""
         return self._totals.means(self.ks)

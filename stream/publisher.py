@@ -139,3 +139,58 @@ async def publish(
             result.first_error,
         )
     return result
+
+
+class PublishError(RuntimeError):
+    """The producer could not start or the input topic is missing; one-line reason."""
+
+
+async def send_events(
+    settings: Settings,
+    events: Iterable[Event],
+    *,
+    first_ts_ms: int,
+    speed: float | None,
+    on_sent: Callable[[int], None] | None = None,
+    raw: Iterable[tuple[bytes, bytes]] = (),
+    start_timeout_s: float = 15.0,
+) -> PublishResult:
+    """Publish ``events`` (then ``raw`` records) to ``settings.input_topic`` with a new producer.
+
+    The topic must exist (``nextbehavior topics create``): a producer would otherwise wait for
+    metadata, or have the embedded broker create it with a default partition count.
+    """
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from nextbehavior.stream.topics import TopicError, list_topics
+
+    try:
+        existing = await list_topics(settings, timeout_s=start_timeout_s)
+    except TopicError as exc:
+        raise PublishError(str(exc)) from None
+    if settings.input_topic not in existing:
+        raise PublishError(
+            f"topic {settings.input_topic!r} does not exist on {settings.bootstrap} "
+            "(run `nextbehavior topics create`)"
+        )
+    producer = AIOKafkaProducer(**producer_options(settings, linger_ms=5 if speed is None else 0))
+    try:
+        async with asyncio.timeout(start_timeout_s):
+            await producer.start()
+    except (TimeoutError, KafkaError) as exc:
+        await producer.stop()
+        raise PublishError(f"cannot start a producer on {settings.bootstrap}: {exc!r}") from None
+    try:
+        return await publish(
+            producer,
+            settings.input_topic,
+            events,
+            Pacer(first_ts_ms, speed),
+            on_sent=on_sent,
+            raw=raw,
+            ack_timeout_s=settings.request_timeout_s * 2,
+        )
+    finally:
+        async with asyncio.timeout(start_timeout_s):
+            await producer.stop()

@@ -1,28 +1,28 @@
 """Replay planning: which events, in which order, with which ids, at which pace.
 
-Pure functions, no Kafka: :mod:`nextbehavior.stream.replay_publish` sends what this module plans.
+Pure functions, no Kafka: :mod:`nextbehavior.stream.publisher` sends what this module plans.
 
 A replay publishes a historical log in time order (ties keep file order, so each user's events
-keep their order). Events without an id get a deterministic, content-derived one
-(:func:`deterministic_event_id`), so replaying the same log twice gives the same ids and the
-worker drops the repeats. Pacing follows the original timestamps divided by the speed.
+keep their order), optionally cut to a time range and a number of events. The loader
+(``nextbehavior.model.loaders``) gives rows without an id a deterministic one, so replaying the
+same log twice sends the same ids and the worker drops the repeats. Pacing follows the original
+timestamps divided by the speed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from nextbehavior.stream.events import Event
-
-ID_PREFIX = "rp-"
-"""Prefix of the ids a replay makes up, so they are recognisable in the topics."""
 
 
 def parse_speed(text: str | float | None) -> float | None:
@@ -58,87 +58,42 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def deterministic_event_id(
-    user_id: str, item_id: str, event_type: str, timestamp: int, occurrence: int = 0
-) -> str:
-    """An id derived from the event's content; ``occurrence`` tells identical rows apart."""
-    digest = hashlib.blake2b(
-        "\x1f".join((user_id, item_id, event_type, str(timestamp))).encode("utf-8"),
-        digest_size=10,
-    ).hexdigest()
-    return f"{ID_PREFIX}{digest}" if occurrence == 0 else f"{ID_PREFIX}{digest}-{occurrence}"
-
-
-def with_ids(events: Iterable[Event]) -> Iterator[Event]:
-    """Give every event without an id (empty ``event_id``) a deterministic one.
-
-    ``events`` must be in time order. Identical rows (same user, item, type and timestamp) are
-    numbered in their order of appearance; they share a timestamp, so the counter only has to
-    remember the rows of the current timestamp, and a time filter or a limit never renumbers
-    the rows it keeps.
-    """
-    seen: Counter[tuple[str, str, str]] = Counter()
-    current_ts: int | None = None
-    for event in events:
-        if event.event_id:
-            yield event
-            continue
-        if event.timestamp != current_ts:
-            seen.clear()
-            current_ts = event.timestamp
-        key = (event.user_id, event.item_id, event.event_type)
-        occurrence = seen[key]
-        seen[key] += 1
-        yield replace(
-            event,
-            event_id=deterministic_event_id(
-                event.user_id, event.item_id, event.event_type, event.timestamp, occurrence
-            ),
-        )
-
-
 @dataclass
 class Selection:
-    """The events a replay will send, in send order, and how many rows it left out."""
+    """Which rows a replay sends (indices, in send order) and how many it left out."""
 
-    events: list[Event]
+    indices: npt.NDArray[np.int64]  # (M,) row indices into the log, time order
     outside_range: int = 0  # rows before --since or at/after --until
     over_limit: int = 0  # rows in range beyond --limit
 
 
-def select_events(
-    events: Iterable[Event],
+def select_rows(
+    timestamps: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
     *,
     since_ms: int | None = None,
     until_ms: int | None = None,
     limit: int | None = None,
 ) -> Selection:
-    """Events with ``since_ms <= timestamp < until_ms``, time-ordered (stable), the first ``limit``.
+    """Rows with ``since_ms <= timestamp < until_ms``, in ``order``, the first ``limit`` of them.
 
-    With a limit, memory stays bounded by the limit (a heap keeps the earliest rows), whatever
-    the size of the log.
+    ``timestamps`` (N,) are the log's event times in file order; ``order`` (N,) the row indices
+    sorted by time with ties in file order (``EventTable.time_order()``), which keeps every
+    user's events in their order.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    outside = 0
-    seq = count()
-
-    def in_range() -> Iterator[tuple[int, int, Event]]:
-        nonlocal outside
-        for event in events:
-            if (since_ms is not None and event.timestamp < since_ms) or (
-                until_ms is not None and event.timestamp >= until_ms
-            ):
-                outside += 1
-                continue
-            yield (event.timestamp, next(seq), event)
-
-    if limit is None:
-        rows = sorted(in_range(), key=lambda r: (r[0], r[1]))
-        return Selection([r[2] for r in rows], outside_range=outside)
-    kept = heapq.nsmallest(limit, in_range(), key=lambda r: (r[0], r[1]))
-    total = next(seq)  # rows in range seen (count() starts at 0)
-    return Selection([r[2] for r in kept], outside, over_limit=total - len(kept))
+    ts = timestamps[order]
+    keep = np.ones(len(order), dtype=bool)
+    if since_ms is not None:
+        keep &= ts >= since_ms
+    if until_ms is not None:
+        keep &= ts < until_ms
+    chosen = order[keep]
+    outside = int(len(order) - len(chosen))
+    if limit is not None and len(chosen) > limit:
+        return Selection(chosen[:limit], outside, int(len(chosen) - limit))
+    return Selection(chosen, outside)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +163,55 @@ class ReplaySummary:
             "wall_s": round(self.wall_s, 3),
             "events_per_s": round(self.rate, 1),
         }
+
+
+@dataclass
+class ReplayPlan:
+    """A loaded log, cut to what will be sent: ``events()`` yields them in send order."""
+
+    table: Any  # nextbehavior.model.table.EventTable (model is imported lazily)
+    selection: Selection
+    summary: ReplaySummary
+
+    def __len__(self) -> int:
+        return len(self.selection.indices)
+
+    @property
+    def first_ts_ms(self) -> int:
+        return self.summary.first_ts_ms or 0
+
+    def events(self) -> Iterator[Event]:
+        for i in self.selection.indices:
+            yield self.table.event(int(i))
+
+
+def plan_replay(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int | None = None,
+    progress: bool | None = None,
+) -> ReplayPlan:
+    """Load ``path`` with the training loaders and select what a replay sends.
+
+    Raises ``FileNotFoundError``/``ValueError`` (unreadable or empty log, unknown format) and
+    ``ImportError`` when the loaders' dependencies are not installed.
+    """
+    from nextbehavior.model.loaders import load_events  # lazy: stream never needs model
+
+    table = load_events(path, fmt, progress=progress)
+    selection = select_rows(
+        table.timestamp, table.time_order(), since_ms=since_ms, until_ms=until_ms, limit=limit
+    )
+    summary = ReplaySummary(
+        rejected=Counter(table.report.rejected),
+        outside_range=selection.outside_range,
+        over_limit=selection.over_limit,
+    )
+    if len(selection.indices):
+        ts = table.timestamp[selection.indices]
+        summary.first_ts_ms, summary.last_ts_ms = int(ts[0]), int(ts[-1])
+        summary.users = len(np.unique(table.user[selection.indices]))
+    return ReplayPlan(table, selection, summary)

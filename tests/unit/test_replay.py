@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from nextbehavior.stream.events import Event, parse_event
 from nextbehavior.stream.publisher import publish
-from nextbehavior.stream.replay import (
-    Pacer,
-    ReplaySummary,
-    deterministic_event_id,
-    parse_speed,
-    parse_time,
-    select_events,
-    with_ids,
-)
+from nextbehavior.stream.replay import Pacer, ReplaySummary, parse_speed, parse_time, select_rows
 
 
 def ev(user: str, item: str, ts: int, event_id: str = "", event_type: str = "view") -> Event:
@@ -57,45 +50,30 @@ def test_pacer_divides_original_gaps_by_speed() -> None:
     assert at_max.due_s(10**12) == 0.0 and at_max.wait_s(10**12, 0.0) == 0.0
 
 
-def test_select_orders_by_time_stably_and_filters() -> None:
-    log = [ev("a", "1", 30), ev("b", "2", 10), ev("a", "3", 10), ev("c", "4", 20), ev("a", "5", 5)]
-    picked = select_events(log)
-    assert [e.item_id for e in picked.events] == ["5", "2", "3", "4", "1"]  # ties keep file order
-    ranged = select_events(log, since_ms=10, until_ms=30)
-    assert [e.item_id for e in ranged.events] == ["2", "3", "4"]
-    assert ranged.outside_range == 2
-    limited = select_events(log, since_ms=10, limit=2)
-    assert [e.item_id for e in limited.events] == ["2", "3"]
+def test_select_rows_orders_by_time_stably_and_filters() -> None:
+    ts = np.array([30, 10, 10, 20, 5], dtype=np.int64)
+    order = np.lexsort((np.arange(5), ts)).astype(np.int64)  # EventTable.time_order()
+    assert select_rows(ts, order).indices.tolist() == [4, 1, 2, 3, 0]  # ties keep file order
+    ranged = select_rows(ts, order, since_ms=10, until_ms=30)
+    assert ranged.indices.tolist() == [1, 2, 3] and ranged.outside_range == 2
+    limited = select_rows(ts, order, since_ms=10, limit=2)
+    assert limited.indices.tolist() == [1, 2]
     assert (limited.outside_range, limited.over_limit) == (1, 2)
-    assert select_events(log, limit=0).events == []
+    assert select_rows(ts, order, limit=0).indices.tolist() == []
+    with pytest.raises(ValueError, match="limit"):
+        select_rows(ts, order, limit=-1)
 
 
-def test_select_keeps_each_users_order() -> None:
-    log = [ev(f"u{i % 7}", str(i), 1000 + (i * 37) % 50) for i in range(300)]
-    picked = select_events(log, limit=200).events
-    times = [e.timestamp for e in picked]
-    assert times == sorted(times)
-    for user in {e.user_id for e in picked}:
-        mine = [e for e in log if e.user_id == user]
-        mine_sorted = sorted(mine, key=lambda e: e.timestamp)  # stable: file order on ties
-        sent = [e for e in picked if e.user_id == user]
-        assert sent == mine_sorted[: len(sent)]
-
-
-def test_deterministic_ids_are_stable_and_distinguish_identical_rows() -> None:
-    log = [ev("a", "1", 10), ev("a", "1", 10), ev("b", "1", 10), ev("a", "1", 20)]
-    first = [e.event_id for e in with_ids(select_events(log).events)]
-    again = [e.event_id for e in with_ids(select_events(list(log)).events)]
-    assert first == again
-    assert len(set(first)) == 4
-    assert first[0] == deterministic_event_id("a", "1", "view", 10)
-    assert first[1] == deterministic_event_id("a", "1", "view", 10, 1)
-    assert all(i.startswith("rp-") for i in first)
-    # a later window of the same log gives the same ids to the rows it keeps
-    later = [e.event_id for e in with_ids(select_events(log, since_ms=20).events)]
-    assert later == first[3:]
-    # ids given by the source are kept
-    assert [e.event_id for e in with_ids([ev("a", "1", 10, event_id="x")])] == ["x"]
+def test_select_rows_keeps_each_users_order() -> None:
+    users = [f"u{i % 7}" for i in range(300)]
+    ts = np.array([1000 + (i * 37) % 50 for i in range(300)], dtype=np.int64)
+    order = np.lexsort((np.arange(300), ts)).astype(np.int64)
+    picked = select_rows(ts, order, limit=200).indices.tolist()
+    assert ts[picked].tolist() == sorted(ts[picked].tolist())
+    for user in set(users):
+        mine = sorted((i for i in range(300) if users[i] == user), key=lambda i: (ts[i], i))
+        sent = [i for i in picked if users[i] == user]
+        assert sent == mine[: len(sent)]
 
 
 def test_summary_dict() -> None:
@@ -134,7 +112,7 @@ async def test_publish_paces_by_timestamps_and_keys_by_user() -> None:
     async def fake_sleep(seconds: float) -> None:
         producer.now += seconds
 
-    events = list(with_ids([ev("a", "1", 0), ev("b", "2", 1000), ev("a", "3", 4000)]))
+    events = [ev("a", "1", 0, "e1"), ev("b", "2", 1000, "e2"), ev("a", "3", 4000, "e3")]
     progress: list[int] = []
     result = await publish(
         producer,
@@ -152,7 +130,7 @@ async def test_publish_paces_by_timestamps_and_keys_by_user() -> None:
     assert [s[1] for s in producer.sent] == [b"a", b"b", b"a", b"k"]
     decoded = [parse_event(s[2]) for s in producer.sent[:3]]
     assert decoded == events
-    assert orjson.loads(producer.sent[0][2] or b"")["event_id"].startswith("rp-")
+    assert orjson.loads(producer.sent[0][2] or b"")["event_id"] == "e1"
 
 
 async def test_publish_counts_failed_deliveries() -> None:
