@@ -105,6 +105,19 @@ class BehaviorTransformer(nn.Module):
         """(..., d) -> (..., n_items), tied to the item embedding."""
         return h @ self.item_emb.weight.T
 
+    def sampled_loss(self, h: Tensor, target_items: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampled softmax: each target against ``n_negatives`` items drawn uniformly (shared by
+        the batch; uniform sampling needs no log-q correction). -> ((B, T, 1 + K) logits, loss)."""
+        neg = torch.randint(1, self.cfg.n_items, (self.cfg.n_negatives,), device=h.device)  # (K,)
+        w = self.item_emb.weight
+        pos = (h * w[target_items]).sum(-1, keepdim=True)  # (B, T, 1)
+        neg_logits = h @ w[neg].T  # (B, T, K)
+        neg_logits = neg_logits.masked_fill(neg == target_items[..., None], float("-inf"))
+        logits = torch.cat([pos, neg_logits], dim=-1)  # (B, T, 1 + K)
+        labels = torch.where(target_items == 0, -100, 0)  # the positive is column 0
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return logits, loss
+
     def forward(
         self,
         item_ids: Tensor,
@@ -112,7 +125,8 @@ class BehaviorTransformer(nn.Module):
         target_items: Tensor | None = None,
         target_types: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Training: targets (B, T) give every position's next event -> (logits, type_logits, loss).
+        """Training: targets (B, T) give every position's next event -> (logits, type_logits, loss)
+        (item logits over the catalogue, or (B, T, 1 + K) with ``loss="sampled"`` in train mode).
 
         Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
         """
@@ -120,9 +134,12 @@ class BehaviorTransformer(nn.Module):
         if target_items is None:
             last = h[:, -1]  # (B, d)
             return self.item_logits(last), self.type_head(last), None
-        logits = self.item_logits(h)  # (B, T, V)
         type_logits = self.type_head(h)  # (B, T, n_types)
-        loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
+        if self.cfg.loss == "sampled" and self.training:
+            logits, loss = self.sampled_loss(h, target_items)  # (B, T, 1 + n_negatives)
+        else:
+            logits = self.item_logits(h)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
         if target_types is not None and self.cfg.type_loss_weight > 0:
             type_targets = target_types.masked_fill(target_items == 0, 0)
             type_loss = F.cross_entropy(
