@@ -93,8 +93,10 @@ async def read_topics(
             raise ReaderError(f"broker {settings.bootstrap}: {exc}") from None
         missing = [t for t in topics if t not in existing]
         if missing:
+            names = ", ".join(repr(t) for t in missing)
+            verb = "does" if len(missing) == 1 else "do"
             raise ReaderError(
-                f"topic(s) {', '.join(missing)} do not exist on {settings.bootstrap} "
+                f"topic {names} {verb} not exist on {settings.bootstrap} "
                 "(run `nextbehavior topics create`)"
             )
         partitions = [
