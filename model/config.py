@@ -21,12 +21,16 @@ class ModelConfig:
     type_loss_weight: float = 0.5  # weight of the next-behavior-type loss next to the item loss
     loss: Literal["ce", "sampled"] = "ce"  # full softmax, or sampled softmax for huge catalogues
     n_negatives: int = 256  # sampled softmax only
+    text_dim: int = 0  # > 0: items also carry a frozen text vector of this size (text-aware items)
+    id_dropout: float = 0.0  # text-aware only: share of items trained on their text vector alone
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
         if self.n_items < 2 or self.n_event_types < 2:
             raise ValueError("vocabularies need padding plus at least one entry")
+        if self.text_dim < 0 or not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError("text_dim must be >= 0 and id_dropout in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

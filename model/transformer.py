@@ -8,12 +8,14 @@ Two heads: next item (tied to the item embedding) and next behavior type.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from nextbehavior.model.config import ModelConfig
+from nextbehavior.model.text_items import TextItemTable
 
 
 def attention_mask(item_ids: Tensor) -> Tensor:
@@ -75,6 +77,8 @@ class BehaviorTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.type_head = nn.Linear(cfg.d_model, cfg.n_event_types)
+        # text-aware items (optional): the item table fuses IDs with projected text vectors
+        self.item_text = TextItemTable(cfg) if cfg.text_dim > 0 else None
         self.apply(self._init)
 
     @staticmethod
@@ -89,11 +93,35 @@ class BehaviorTransformer(nn.Module):
                 with torch.no_grad():
                     m.weight[m.padding_idx].zero_()
 
-    def hidden(self, item_ids: Tensor, event_types: Tensor) -> Tensor:
-        """(B, T) ids -> (B, T, d) states; position t sees events 0..t only."""
+    def item_table(self) -> Tensor:
+        """(V, d) item representations: the ID embedding, fused with text when configured."""
+        w = self.item_emb.weight
+        return w if self.item_text is None else self.item_text(w)
+
+    def baked(self) -> BehaviorTransformer:
+        """This model with its item table computed once into a plain ID embedding (text_dim 0):
+        what export serves. Same outputs in eval mode; ``self`` when there is no text."""
+        if self.item_text is None:
+            return self
+        cfg = replace(self.cfg, text_dim=0, id_dropout=0.0)
+        plain = BehaviorTransformer(cfg).to(self.item_emb.weight)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("item_text.")}
+        with torch.no_grad():
+            state["item_emb.weight"] = self.item_text.fuse(self.item_emb.weight, drop=False)
+        plain.load_state_dict(state)
+        return plain.eval()
+
+    def hidden(self, item_ids: Tensor, event_types: Tensor, table: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, d) states; position t sees events 0..t only.
+
+        ``table``: the (V, d) item table to embed with (default: :meth:`item_table`)."""
         t = item_ids.shape[1]
         pos = torch.arange(t - 1, -1, -1, device=item_ids.device).clamp(max=self.cfg.max_len - 1)
-        x = self.item_emb(item_ids) * math.sqrt(self.cfg.d_model)  # (B, T, d)
+        if table is None and self.item_text is None:
+            emb = self.item_emb(item_ids)  # (B, T, d)
+        else:
+            emb = F.embedding(item_ids, self.item_table() if table is None else table)
+        x = emb * math.sqrt(self.cfg.d_model)  # (B, T, d)
         x = x + self.type_emb(event_types) + self.pos_emb(pos)[None]  # (B, T, d)
         x = self.drop(x * (item_ids != 0).unsqueeze(-1))
         mask = attention_mask(item_ids)  # (B, 1, T, T)
@@ -101,15 +129,17 @@ class BehaviorTransformer(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)  # (B, T, d)
 
-    def item_logits(self, h: Tensor) -> Tensor:
-        """(..., d) -> (..., n_items), tied to the item embedding."""
-        return h @ self.item_emb.weight.T
+    def item_logits(self, h: Tensor, table: Tensor | None = None) -> Tensor:
+        """(..., d) -> (..., n_items), tied to the item table (default: :meth:`item_table`)."""
+        return h @ (self.item_table() if table is None else table).T
 
-    def sampled_loss(self, h: Tensor, target_items: Tensor) -> tuple[Tensor, Tensor]:
+    def sampled_loss(
+        self, h: Tensor, target_items: Tensor, table: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Sampled softmax: each target against ``n_negatives`` items drawn uniformly (shared by
         the batch; uniform sampling needs no log-q correction). -> ((B, T, 1 + K) logits, loss)."""
         neg = torch.randint(1, self.cfg.n_items, (self.cfg.n_negatives,), device=h.device)  # (K,)
-        w = self.item_emb.weight
+        w = self.item_table() if table is None else table
         pos = (h * w[target_items]).sum(-1, keepdim=True)  # (B, T, 1)
         neg_logits = h @ w[neg].T  # (B, T, K)
         neg_logits = neg_logits.masked_fill(neg == target_items[..., None], float("-inf"))
@@ -130,15 +160,17 @@ class BehaviorTransformer(nn.Module):
 
         Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
         """
-        h = self.hidden(item_ids, event_types)  # (B, T, d)
+        # text-aware: the (V, d) table once, so input and output share one ID-dropout draw
+        table = None if self.item_text is None else self.item_table()
+        h = self.hidden(item_ids, event_types, table)  # (B, T, d)
         if target_items is None:
             last = h[:, -1]  # (B, d)
-            return self.item_logits(last), self.type_head(last), None
+            return self.item_logits(last, table), self.type_head(last), None
         type_logits = self.type_head(h)  # (B, T, n_types)
         if self.cfg.loss == "sampled" and self.training:
-            logits, loss = self.sampled_loss(h, target_items)  # (B, T, 1 + n_negatives)
+            logits, loss = self.sampled_loss(h, target_items, table)  # (B, T, 1 + n_negatives)
         else:
-            logits = self.item_logits(h)  # (B, T, V)
+            logits = self.item_logits(h, table)  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
         if target_types is not None and self.cfg.type_loss_weight > 0:
             type_targets = target_types.masked_fill(target_items == 0, 0)

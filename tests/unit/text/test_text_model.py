@@ -1,0 +1,107 @@
+"""The text-aware item table inside the Transformer: fusion, cold items, baking, checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextbehavior.model.checkpoint import load_checkpoint, save_checkpoint
+from nextbehavior.model.config import ModelConfig
+from nextbehavior.model.text_items import ItemText, text_vectors
+from nextbehavior.model.transformer import BehaviorTransformer
+
+V, TEXT_DIM = 12, 8
+
+
+def text_model(id_dropout: float = 0.0) -> tuple[BehaviorTransformer, ItemText]:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        n_items=V, n_event_types=3, max_len=6, d_model=16, n_heads=2, n_layers=2,
+        text_dim=TEXT_DIM, id_dropout=id_dropout,
+    )  # fmt: skip
+    model = BehaviorTransformer(cfg)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(V, TEXT_DIM)).astype(np.float32)
+    vectors[0] = 0
+    warm = np.arange(V) % 3 != 0  # items 3, 6, 9 are cold (and 0 is padding)
+    warm[0] = False
+    info = ItemText(vectors, warm, np.arange(V) > 0, {"text_fields": ["title"]})
+    info.install(model)
+    with torch.no_grad():  # make the ID part visible (trained embeddings are not tiny)
+        model.item_emb.weight.normal_()
+    return model.eval(), info
+
+
+def test_table_fuses_id_and_text_and_cold_items_use_text_alone() -> None:
+    model, info = text_model()
+    table = model.item_table().detach()
+    assert table.shape == (V, 16)
+    assert torch.all(table[0] == 0)
+    proj = model.item_text.proj  # type: ignore[union-attr]
+    text_part = proj(torch.from_numpy(info.vectors)).detach()
+    for i in (3, 6, 9):  # cold: text alone
+        torch.testing.assert_close(table[i], text_part[i])
+    torch.testing.assert_close(table[1], model.item_emb.weight[1].detach() + text_part[1])
+
+
+def test_id_dropout_only_in_training() -> None:
+    model, _ = text_model(id_dropout=0.5)
+    torch.testing.assert_close(model.item_table(), model.item_table())
+    model.train()
+    torch.manual_seed(1)
+    a, b = model.item_table(), model.item_table()
+    assert not torch.equal(a, b)  # different warm items dropped to text-only each draw
+    rows = (a - b).abs().sum(1) > 0
+    assert not rows[[0, 3, 6, 9]].any()  # padding and cold rows never change
+
+
+def test_baked_model_is_plain_and_predicts_the_same() -> None:
+    model, _ = text_model(id_dropout=0.3)
+    model.train()  # baking must not depend on (or change) the mode
+    plain = model.baked()
+    assert model.training and plain.item_text is None and plain.cfg.text_dim == 0
+    items = torch.tensor([[0, 0, 1, 3, 5, 9], [2, 4, 6, 8, 10, 11]])
+    types = torch.ones_like(items) * (items != 0)
+    model.eval()
+    ref_logits, ref_types, _ = model(items, types)
+    logits, type_logits, _ = plain(items, types)
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(type_logits, ref_types)
+
+
+def test_id_only_model_is_unchanged() -> None:
+    cfg = ModelConfig(n_items=V, n_event_types=3, max_len=6, d_model=16, n_heads=2)
+    model = BehaviorTransformer(cfg)
+    assert model.item_text is None and model.baked() is model
+    assert not any(k.startswith("item_text") for k in model.state_dict())
+    items = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    model.eval()
+    logits, _, _ = model(items, torch.ones_like(items))
+    h = model.hidden(items, torch.ones_like(items))[:, -1]
+    torch.testing.assert_close(logits, h @ model.item_emb.weight.T)
+
+
+def test_checkpoint_carries_the_text_table(tmp_path: Path) -> None:
+    model, info = text_model()
+    items = ["[PAD]", *(f"i{k}" for k in range(1, V))]
+    save_checkpoint(tmp_path, model, items, ["[PAD]", "a", "b"], {}, {"text": info.describe()})
+    ckpt = load_checkpoint(tmp_path)
+    loaded = ckpt.model.item_text
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded.text.numpy(), info.vectors)
+    np.testing.assert_array_equal(loaded.warm.numpy() > 0, info.warm)
+    torch.testing.assert_close(ckpt.model.item_table(), model.item_table())
+    assert ckpt.data["text"]["n_warm"] == int(info.warm.sum())
+
+
+def test_text_vectors_for_a_vocabulary() -> None:
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    vectors, has = text_vectors(
+        ["[PAD]", "a", "b", "c"], {"a": "xx", "c": "yyy", "z": "?"}, encode, 2
+    )
+    np.testing.assert_array_equal(vectors, [[0, 0], [2, 1], [0, 0], [3, 1]])
+    np.testing.assert_array_equal(has, [False, True, False, True])
