@@ -83,7 +83,7 @@ class ScoringShim(nn.Module):
         n_items = model.cfg.n_items
         if not 1 <= top_k < n_items:
             raise ValueError(f"top_k must be in [1, {n_items - 1}], got {top_k}")
-        self.model = model.eval()
+        self.model = model.baked().eval()  # text-aware items: the fused table, computed once
         self.top_k = top_k
         self.chunk = chunk
 
