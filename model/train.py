@@ -36,6 +36,7 @@ from nextbehavior.model.sequences import (
     training_windows,
 )
 from nextbehavior.model.table import EventTable
+from nextbehavior.model.text_items import ItemText
 from nextbehavior.model.transformer import BehaviorTransformer
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,16 @@ def _optimizer(model: BehaviorTransformer, tc: TrainConfig) -> torch.optim.Optim
 
 
 def fit(
-    split: Split, vocab: Vocab, cfg: ModelConfig, tc: TrainConfig, windows: Windows | None = None
+    split: Split,
+    vocab: Vocab,
+    cfg: ModelConfig,
+    tc: TrainConfig,
+    windows: Windows | None = None,
+    item_text: ItemText | None = None,
 ) -> FitResult:
-    """Train on ``split``'s training events; keep the weights with the best validation NDCG@10."""
+    """Train on ``split``'s training events; keep the weights with the best validation NDCG@10.
+
+    ``item_text``: the text vectors of a text-aware model (``cfg.text_dim > 0``)."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     device = torch.device(tc.device)
@@ -110,7 +118,10 @@ def fit(
     data = windows if windows is not None else training_windows(split, vocab, cfg.max_len, stride)
     if len(data) == 0:
         raise ValueError("no training sequences with at least two events")
-    model = BehaviorTransformer(cfg).to(device)
+    model = BehaviorTransformer(cfg)
+    if item_text is not None:
+        item_text.install(model)
+    model = model.to(device)
     opt = _optimizer(model, tc)
     steps_per_epoch = math.ceil(len(data) / tc.batch_size)
     total = steps_per_epoch * tc.epochs
