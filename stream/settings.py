@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, description="Max events per inference micro-batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="Max wait to fill a micro-batch")
     explain: bool = Field(False, description="Add `because` to predictions")
+    text_encoder: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "nextbehavior" / "text-encoder",
+        description="Sentence-encoder dir (encoder.onnx + tokenizer.json) for text-aware items; "
+        "`train --items` exports it there once if missing",
+    )
 
     # --- State -----------------------------------------------------------------------------
     history_horizon_s: int = Field(
