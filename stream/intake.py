@@ -1,0 +1,133 @@
+"""What happens to one input record: decode, validate, update the user's state.
+
+Pure and synchronous (the worker's agent calls it inside Faust's event context, so the state
+write lands in the changelog of the record's partition). The result is either a
+:class:`Scorable` (a valid event and the history its prediction sees) or a :class:`DeadLetter`
+(the record, untouched, with the reason).
+
+The record key must be the event's ``user_id`` (UTF-8): the state of a user lives in the
+partition its key hashes to, so a record keyed otherwise (or not keyed) would put that user's
+state in the wrong place. Such a record is dead-lettered with ``error_type`` ``missing_key`` or
+``key_mismatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+
+from nextbehavior.stream.events import Event, EventError, parse_event
+from nextbehavior.stream.history import Step
+from nextbehavior.stream.state import StateError, apply_event, decode_history, encode_history
+
+logger = logging.getLogger(__name__)
+
+ActivityHook = Callable[[str, int], None]
+"""Called with ``(user_id, timestamp_ms)`` for every event new to the user's state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input record as it came off the topic."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record for the dead-letter topic: original key and bytes, reason in the headers."""
+
+    record: Record
+    error_type: str
+    reason: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The dead-letter headers of INTERFACE.md."""
+        return dead_letter_headers(self.record, self.error_type, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Scorable:
+    """A valid event and the history (oldest first) its prediction is made from."""
+
+    record: Record
+    event: Event
+    context: list[Step]
+    history_length: int
+    duplicate: bool
+
+
+def dead_letter_headers(record: Record, error_type: str, reason: str) -> list[tuple[str, bytes]]:
+    """Headers ``error``, ``error_type``, ``source_topic``, ``source_partition``,
+    ``source_offset`` (UTF-8 text; numbers in decimal)."""
+    return [
+        ("error", reason.encode("utf-8", "replace")),
+        ("error_type", error_type.encode()),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+    ]
+
+
+def decode_record(record: Record, *, max_bytes: int) -> Event:
+    """The record's event, checked against its key. Raises :class:`EventError`."""
+    event = parse_event(record.value, max_bytes=max_bytes)
+    if record.key is None:
+        raise EventError("missing_key", "record has no key; the key must be the user_id")
+    if record.key != event.user_id.encode():
+        shown = record.key[:64].decode("utf-8", "replace")
+        raise EventError(
+            "key_mismatch", f"record key {shown!r} is not the event's user_id {event.user_id!r}"
+        )
+    return event
+
+
+class Intake:
+    """Turns records into work, reading and writing users' state in ``state``.
+
+    ``state`` maps the user key (the record key bytes) to a state record
+    (:func:`nextbehavior.stream.state.encode_history`). ``max_len`` may be changed between
+    records (a new model bundle).
+    """
+
+    def __init__(
+        self,
+        state: MutableMapping[bytes, bytes],
+        *,
+        max_len: int,
+        horizon_ms: int | None,
+        max_bytes: int,
+        on_activity: ActivityHook | None = None,
+    ) -> None:
+        self.state = state
+        self.max_len = max_len
+        self.horizon_ms = horizon_ms
+        self.max_bytes = max_bytes
+        self.on_activity = on_activity
+
+    def take(self, record: Record) -> Scorable | DeadLetter:
+        """Decode and apply one record; never raises :class:`EventError`."""
+        try:
+            event = decode_record(record, max_bytes=self.max_bytes)
+        except EventError as exc:
+            return DeadLetter(record, exc.error_type, exc.reason)
+        key = record.key
+        assert key is not None  # checked by decode_record
+        raw = self.state.get(key)
+        try:
+            history = decode_history(raw)
+        except StateError as exc:
+            logger.warning("unreadable state for user %r replaced: %s", event.user_id, exc)
+            history = []
+        step = Step(event.event_id, event.item_id, event.event_type, event.timestamp)
+        update = apply_event(history, step, max_len=self.max_len, horizon_ms=self.horizon_ms)
+        if update.changed:
+            self.state[key] = encode_history(update.history)  # assigned back: changelog
+        if not update.duplicate and self.on_activity is not None:
+            self.on_activity(event.user_id, event.timestamp)
+        return Scorable(record, event, update.context, len(update.context), update.duplicate)

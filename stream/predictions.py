@@ -1,0 +1,99 @@
+"""Turning one row of model output into the :class:`Prediction` of INTERFACE.md.
+
+Pure functions over numpy rows; the worker calls :func:`build_prediction` once per event of
+a scored batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from nextbehavior.stream.events import Event, Prediction, Reason, ScoredItem
+from nextbehavior.stream.history import PAD, Step
+
+EXPLAIN_TOP = 3
+"""How many history events ``because`` lists."""
+
+
+def type_distribution(
+    probs: npt.NDArray[np.float32], event_types: Sequence[str]
+) -> dict[str, float]:
+    """``{type: probability}`` over the real types (padding dropped), renormalized to sum to 1.
+
+    A row with no mass on real types (a degenerate model) becomes uniform.
+    """
+    real = np.asarray(probs[1:], dtype=np.float64)
+    real = np.where(np.isfinite(real) & (real > 0), real, 0.0)
+    total = float(real.sum())
+    names = event_types[1:]
+    if total <= 0.0:
+        return {name: 1.0 / len(names) for name in names}
+    return dict(zip(names, (real / total).tolist(), strict=True))
+
+
+def top_items(
+    ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], items: Sequence[str]
+) -> list[ScoredItem]:
+    """Raw item ids with scores, best first (padding and out-of-range indices skipped)."""
+    n = len(items)
+    return [
+        ScoredItem(items[i], s)
+        for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
+        if PAD < i < n
+    ]
+
+
+def reasons(
+    context: Sequence[Step],
+    weights: npt.NDArray[np.float32],
+    item_index: Mapping[str, int],
+    max_len: int,
+    top: int = EXPLAIN_TOP,
+) -> list[Reason]:
+    """The ``top`` history events with the largest weights, heaviest first.
+
+    ``weights`` is the row for this history, one weight per input position, right-aligned
+    like the input (:func:`nextbehavior.stream.history.encode` keeps the newest ``max_len``
+    steps whose item the vocabulary knows).
+    """
+    known = [s for s in context if s.item_id in item_index]
+    keep = min(max_len, weights.shape[-1])
+    known = known[-keep:] if keep > 0 else []
+    if not known:
+        return []
+    row = weights[-len(known) :].tolist()
+    order = sorted(range(len(known)), key=lambda j: row[j], reverse=True)[:top]
+    return [
+        Reason(known[j].item_id, known[j].event_type, known[j].timestamp, float(row[j]))
+        for j in order
+    ]
+
+
+def build_prediction(
+    event: Event,
+    *,
+    history_length: int,
+    top_ids: npt.NDArray[np.int64],
+    top_scores: npt.NDArray[np.float32],
+    type_probs: npt.NDArray[np.float32],
+    items: Sequence[str],
+    event_types: Sequence[str],
+    model_version: str,
+    predicted_at: int,
+    because: list[Reason] | None = None,
+) -> Prediction:
+    """The prediction for ``event`` from its row of model output."""
+    return Prediction(
+        user_id=event.user_id,
+        event_id=event.event_id,
+        event_timestamp=event.timestamp,
+        predicted_at=predicted_at,
+        model_version=model_version,
+        history_length=history_length,
+        items=top_items(top_ids, top_scores, items),
+        next_event_type=type_distribution(type_probs, event_types),
+        because=because,
+    )
