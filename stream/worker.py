@@ -1,0 +1,217 @@
+"""The Faust app: one agent turns each behavior event into a prediction of the user's next one.
+
+Per record, inside Faust's event context: decode and validate (bad -> dead-letter topic), update
+the user's sequence state in the ``sequences`` table (changelog-backed, assigned back), count
+the event in the ``activity`` table (events per user per event-time hour), and hand the event
+with its history to the :class:`~nextbehavior.stream.pipeline.Pipeline`, which batches, scores
+off the event loop, sends, and only then acks. The stream is ``noack()``: an offset becomes
+committable only once the outputs of its record are on the broker (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final, cast
+
+import faust
+from faust.web import Request, Response, View
+
+from nextbehavior.stream.compat import BrokerCompat, apply_compat
+from nextbehavior.stream.connection import aiokafka_options
+from nextbehavior.stream.intake import Intake, Record
+from nextbehavior.stream.pipeline import Headers, Pipeline
+from nextbehavior.stream.predictor import Predictor
+from nextbehavior.stream.settings import Settings
+from nextbehavior.stream.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+STATE_TABLE: Final = "sequences"
+ACTIVITY_TABLE: Final = "activity"
+ACTIVITY_WINDOW_S: Final = 3600.0
+ACTIVITY_EXPIRES: Final = timedelta(hours=2)
+AGENT_NAME: Final = "predict"
+
+
+@dataclass
+class WorkerApp:
+    """The Faust app and the pieces around it (``pipeline`` exists once the agent runs)."""
+
+    app: faust.App
+    settings: Settings
+    predictor: Predictor
+    intake: Intake
+    partitions: int
+    stats: Stats = field(default_factory=Stats)
+    pipeline: Pipeline[Any] | None = None
+
+    def changelog_topics(self) -> list[str]:
+        """The tables' changelog topics: each needs ``partitions`` partitions before start."""
+        return sorted(t.changelog_topic.get_topic_name() for t in self.app.tables.values())
+
+    def use_predictor(self, predictor: Predictor) -> None:
+        """Serve a new bundle from the next batch on (hot reload)."""
+        self.predictor = predictor
+        if self.pipeline is not None:
+            self.pipeline.use_predictor(predictor)
+        else:
+            self.intake.max_len = predictor.max_len
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust credentials for SSL / SASL settings (None for PLAINTEXT)."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = aiokafka_options(settings).get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=password,
+        ssl_context=context if protocol == "SASL_SSL" else None,
+        mechanism=settings.sasl_mechanism or "PLAIN",
+    )
+
+
+def faust_config(settings: Settings, partitions: int) -> dict[str, Any]:
+    """Faust settings from ours (BROKER.md: short group timeouts, explicit topics)."""
+    session = settings.session_timeout_s
+    return {
+        "broker": settings.broker,
+        "broker_credentials": broker_credentials(settings),
+        "store": "memory://",
+        "datadir": str(settings.state_dir / settings.app_id),
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": max(0.3, min(3.0, session / 3)),
+        "broker_request_timeout": max(settings.request_timeout_s, session + 5.0),
+        "stream_recovery_delay": 0.0,
+        "topic_partitions": partitions,
+        "topic_disable_leader": True,
+        "web_enabled": True,
+        "web_bind": settings.web_host,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "autodiscover": False,
+    }
+
+
+def build_app(
+    settings: Settings, predictor: Predictor, *, partitions: int, compat: BrokerCompat
+) -> WorkerApp:
+    """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
+    app = faust.App(settings.app_id, **faust_config(settings, partitions))
+    apply_compat(app, compat)
+    source = app.topic(
+        settings.input_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+    state = app.Table(
+        STATE_TABLE,
+        default=None,
+        partitions=partitions,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+        help="user key -> recent steps (nextbehavior.stream.state)",
+    )
+    activity = app.Table(
+        ACTIVITY_TABLE,
+        default=int,
+        partitions=partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="(user_id, hour window) -> events",
+    ).tumbling(ACTIVITY_WINDOW_S, expires=ACTIVITY_EXPIRES)
+    stats = Stats()
+    window = activity.table.window
+    assert window is not None
+
+    def count_activity(user_id: str, timestamp_ms: int) -> None:
+        hour = window.current(timestamp_ms / 1000.0)  # event time, not the record's timestamp
+        counts = activity[user_id]
+        count = counts[hour] + 1
+        counts[hour] = count
+        stats.observe_activity(count)
+
+    intake = Intake(
+        state,
+        max_len=predictor.max_len,
+        horizon_ms=settings.history_horizon_s * 1000 or None,
+        max_bytes=settings.max_event_bytes,
+        on_activity=count_activity,
+    )
+    worker = WorkerApp(app, settings, predictor, intake, partitions, stats)
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> Any:
+        return await app.producer.send(topic, key, value, None, None, headers)
+
+    @app.agent(source, name=AGENT_NAME)
+    async def predict(stream: faust.StreamT[bytes]) -> None:
+        events = cast(faust.Stream[bytes], stream).noack()
+        pipeline: Pipeline[Any] = Pipeline(
+            intake,
+            worker.predictor,
+            send=send,
+            ack=events.ack,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            batch_size=settings.batch_size,
+            batch_wait_s=settings.batch_wait_ms / 1000.0,
+            explain=settings.explain,
+            stats=stats,
+        )
+        worker.pipeline = pipeline
+        runner = asyncio.ensure_future(pipeline.run())
+        runner.add_done_callback(lambda task: _crash_if_failed(app, task))
+        try:
+            async for event in events.events():
+                msg = event.message
+                record = Record(msg.key, msg.value, msg.topic, msg.partition, msg.offset)
+                await pipeline.take(event, record)
+        finally:
+            pipeline.close()
+            await asyncio.wait([runner], timeout=settings.request_timeout_s)
+            pipeline.shutdown()
+
+    @app.page("/stats")
+    class StatsView(View):
+        async def get(self, request: Request) -> Response:
+            body = stats.snapshot()
+            body["model_version"] = worker.predictor.manifest.model_version
+            body["assigned"] = sorted(
+                tp.partition
+                for tp in app.consumer.assignment()
+                if tp.topic == source.get_topic_name()
+            )
+            pending = worker.pipeline.batcher.pending if worker.pipeline else 0
+            body["pending"] = pending
+            return self.json(body)
+
+    del predict, StatsView  # registered on the app
+    return worker
+
+
+def _crash_if_failed(app: faust.App, task: asyncio.Future[None]) -> None:
+    """The batch runner must never end with an error; if it does, stop the worker (non-zero)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    assert exc is not None
+    logger.critical("prediction pipeline failed, stopping the worker: %r", exc)
+    _crashing.add(asyncio.ensure_future(app.crash(exc)))
+
+
+_crashing: set[asyncio.Future[None]] = set()
