@@ -103,7 +103,11 @@ def bootstrap_servers(url: str) -> str:
         raise ValueError(f"broker URL has no host: {url!r}")
     for host in hosts:
         parts = urlsplit(f"//{host}")
-        if not parts.hostname or parts.port is None:
+        try:
+            port = parts.port
+        except ValueError:  # "h:port", "h:99999"
+            port = None
+        if not parts.hostname or port is None:
             raise ValueError(f"broker address must be HOST:PORT, got {host!r}")
     return ",".join(hosts)
 
