@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -189,8 +190,16 @@ def apply_compat(app: Any, compat: BrokerCompat) -> bool:
         )
     if str(app.conf.broker_consumer[0].scheme) not in ("kafka", "aiokafka"):
         raise CompatError(f"the Tansu fixes need the aiokafka transport, not {conf.broker}")
-    conf.broker_session_timeout = min(float(conf.broker_session_timeout), TANSU_SESSION_TIMEOUT_S)
-    conf.broker_heartbeat_interval = min(float(conf.broker_heartbeat_interval), TANSU_HEARTBEAT_S)
+    from faust.exceptions import AlreadyConfiguredWarning
+
+    with warnings.catch_warnings():  # we read them just above; the consumer reads them at start
+        warnings.simplefilter("ignore", AlreadyConfiguredWarning)
+        for key, limit in (
+            ("broker_session_timeout", TANSU_SESSION_TIMEOUT_S),
+            ("broker_heartbeat_interval", TANSU_HEARTBEAT_S),
+        ):
+            if float(getattr(conf, key)) > limit:
+                setattr(conf, key, limit)
     app.transport = _tansu_transport(app)
     logger.warning(
         "Tansu broker compatibility ON (%s): table recovery reads high watermarks by fetch, "
