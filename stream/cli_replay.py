@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -231,8 +232,68 @@ def monitor(
         raise typer.Exit(130)
 
 
+def demo(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Train on this log instead of synthetic data")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Format of --data")] = "auto",
+    events: Annotated[int, typer.Option("--events", min=10, help="Events to replay")] = 2000,
+    train_seconds: Annotated[
+        float, typer.Option("--train-seconds", min=1, help="Training time budget")
+    ] = 45.0,
+    replay_seconds: Annotated[
+        float, typer.Option("--replay-seconds", min=0.1, help="Pace the replay to last this long")
+    ] = 15.0,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Keep checkpoint, bundle and logs here")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Data and training seed")] = 0,
+    json_line: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """The whole loop in one command: broker, training, export, worker, replay, online metrics."""
+    from nextbehavior.stream.broker import BrokerError
+    from nextbehavior.stream.demo import DemoError, DemoOptions, run_demo
+    from nextbehavior.stream.demo_view import DemoView, summary_table
+    from nextbehavior.stream.publisher import PublishError
+    from nextbehavior.stream.reader import ReaderError
+    from nextbehavior.stream.topics import TopicError
+
+    _logging("WARNING", False)
+    opts = DemoOptions(
+        data=data, fmt=fmt, events=events, train_seconds=train_seconds,
+        replay_seconds=replay_seconds, workdir=workdir, seed=seed,
+    )  # fmt: skip
+    console = Console(stderr=json_line)
+    view = DemoView(console)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        summary = run_demo(opts, view)
+    except ImportError as exc:
+        fail(f"the demo trains a model: pip install 'nextbehavior[train,embedded]' ({exc})")
+    except (DemoError, BrokerError, TopicError, PublishError, ReaderError, OSError) as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(f"demo data: {exc}")
+    except KeyboardInterrupt:
+        typer.echo("interrupted; everything the demo started is stopped", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if json_line:
+        typer.echo(orjson.dumps(summary).decode())
+    else:
+        console.print(summary_table(summary))
+    if "error" in summary:
+        fail(summary["error"])
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command()(replay)
     app.command()(tail)
     app.command()(monitor)
+    app.command()(demo)
