@@ -76,7 +76,7 @@ def last_block(model: BehaviorTransformer) -> tuple[Block, SelfAttention]:
 
 
 class ScoringShim(nn.Module):
-    """Wraps a trained :class:`BehaviorTransformer` (eval mode) into the served graph."""
+    """Wraps a trained :class:`BehaviorTransformer` (eval mode, text table baked) into the graph."""
 
     def __init__(self, model: BehaviorTransformer, top_k: int, chunk: int | None = None) -> None:
         super().__init__()
