@@ -11,17 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from replay_helpers import env, read_all, topic_settings
 from typer.testing import CliRunner
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.cli import app
-from nextbehavior.stream.reader import Record, read_topics
-from nextbehavior.stream.settings import Settings, get_settings
-from nextbehavior.stream.topics import ensure_topics
+from nextbehavior.stream.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-PARTITIONS = 4
 
 
 def write_movielens(path: Path, n_rows: int, seed: int = 0) -> list[tuple[str, str, int, int]]:
@@ -38,46 +35,6 @@ def write_movielens(path: Path, n_rows: int, seed: int = 0) -> list[tuple[str, s
     rng.shuffle(rows)
     path.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
     return [(u, i, r, t) for u, i, r, t in rows]
-
-
-def topic_settings(broker: EmbeddedBroker) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    settings = get_settings(
-        broker=broker.url,
-        input_topic=f"events-{tag}",
-        output_topic=f"predictions-{tag}",
-        dlq_topic=f"events-{tag}.dlq",
-        partitions=PARTITIONS,
-    )
-    asyncio.run(
-        ensure_topics(
-            settings,
-            {
-                t: PARTITIONS
-                for t in (settings.input_topic, settings.output_topic, settings.dlq_topic)
-            },
-        )
-    )
-    return settings
-
-
-def read_all(settings: Settings, topic: str) -> list[Record]:
-    async def go() -> list[Record]:
-        out: list[Record] = []
-        async for batch in read_topics(settings, [topic], idle_s=10.0):
-            out.extend(batch)
-        return out
-
-    return asyncio.run(go())
-
-
-def env(settings: Settings) -> dict[str, str]:
-    return {
-        "NBP_BROKER": settings.broker,
-        "NBP_INPUT_TOPIC": settings.input_topic,
-        "NBP_OUTPUT_TOPIC": settings.output_topic,
-        "NBP_DLQ_TOPIC": settings.dlq_topic,
-    }
 
 
 def test_replay_3000_events_complete_keyed_and_in_per_user_order(
