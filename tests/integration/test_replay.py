@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -219,3 +221,25 @@ def test_tail_on_a_missing_topic_fails_clearly(broker: EmbeddedBroker) -> None:
         app, ["tail", "--topic", f"nope-{uuid.uuid4().hex[:6]}"], env={"NBP_BROKER": broker.url}
     )
     assert result.exit_code == 1 and "does not exist" in result.stderr
+
+
+def test_example_ranker_consumes_predictions(broker: EmbeddedBroker) -> None:
+    """examples/ranker.py (the README's downstream consumer) reads predictions as documented."""
+    settings = topic_settings(broker)
+    records = [
+        (b"u1", prediction("u1", "e1", ["a", "b"], {"view": 0.2, "cart": 0.8}), []),
+        (b"u2", prediction("u2", "f1", ["c"], {"view": 0.9, "cart": 0.1}), []),
+    ]
+    asyncio.run(_produce(settings, settings.output_topic, records))
+    script = Path(__file__).parents[2] / "examples" / "ranker.py"
+    group = f"ranker-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [sys.executable, str(script), "--bootstrap", settings.bootstrap,
+         "--topic", settings.output_topic, "--group", group, "--max", "2"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        "u1: boost ['a', 'b']; next cart (80%)",
+        "u2: boost ['c']; next view (90%)",
+    ]
