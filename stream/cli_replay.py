@@ -238,6 +238,9 @@ def demo(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Format of --data")] = "auto",
     events: Annotated[int, typer.Option("--events", min=10, help="Events to replay")] = 2000,
+    users: Annotated[
+        int, typer.Option("--users", min=10, help="Synthetic data: users to train on")
+    ] = 800,
     train_seconds: Annotated[
         float, typer.Option("--train-seconds", min=1, help="Training time budget")
     ] = 45.0,
@@ -260,7 +263,7 @@ def demo(
 
     _logging("WARNING", False)
     opts = DemoOptions(
-        data=data, fmt=fmt, events=events, train_seconds=train_seconds,
+        data=data, fmt=fmt, events=events, train_users=users, train_seconds=train_seconds,
         replay_seconds=replay_seconds, workdir=workdir, seed=seed,
     )  # fmt: skip
     console = Console(stderr=json_line)

@@ -216,7 +216,8 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
         )
         asyncio.run(ensure_topics(settings, app_topics(settings)))
         view.done(
-            f"broker at {broker.bootstrap}", seconds.setdefault("broker", time.monotonic() - t)
+            f"broker at {broker.bootstrap} (pid {broker.pid})",
+            seconds.setdefault("broker", time.monotonic() - t),
         )
 
         t = time.monotonic()
@@ -243,6 +244,7 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
         t = time.monotonic()
         view.phase("starting a worker, replaying events, scoring predictions as they arrive")
         worker = stack.enter_context(worker_process(settings, bundle, workdir))
+        view.console.print(f"  worker pid {worker.pid}, log {workdir / 'worker.log'}")
         state, sent = asyncio.run(_replay_and_watch(settings, replay, view, worker, opts))
         seconds["replay+predict"] = time.monotonic() - t
         if worker.poll() is not None:
