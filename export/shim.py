@@ -92,7 +92,9 @@ class ScoringShim(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         m = self.model
         h, weights = self._last_hidden(item_ids, event_types)  # (B, d), (B, T)
-        logits = m.item_logits(h).float()  # (B, V)
+        # = m.item_logits(h); F.linear exports as one Gemm (transB) over the stored table, where
+        # `h @ W.T` adds a Transpose that ONNX Runtime folds into a second copy of the table.
+        logits = F.linear(h, m.item_table()).float()  # (B, V)
         logits[:, 0] = float("-inf")  # padding is never a recommendation
         if self.chunk is None:
             top, ids = logits.topk(self.top_k, dim=1)  # (B, k)
