@@ -123,11 +123,15 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         online = summary["online"]["total"][k]
         offline = summary["offline"].get(k)
         rows.append(
-            (f"online {k}", f"{online:.4f}" + (f"  (offline {offline:.4f})" if offline else ""))
+            (
+                f"online {k}",
+                f"{online:.4f}" + (f"  (offline {offline:.4f})" if offline is not None else ""),
+            )
         )
-    rows.append(
-        ("model test ndcg@10 (offline, held-out)", f"{summary['model']['test_ndcg@10']:.4f}")
-    )
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["dead_letter_types"].items()) or "none"
+    rows.append(("dead letters by reason", reasons))
+    test_ndcg = summary["model"]["test_ndcg@10"]
+    rows.append(("model test ndcg@10 (training-time split)", f"{test_ndcg:.4f}"))
     for name, seconds in summary["seconds"].items():
         rows.append((f"time: {name}", f"{seconds:.1f}s"))
     for label, value in rows:
