@@ -33,6 +33,7 @@ from nextbehavior.stream.bundle import (
     sha256_file,
     write_manifest,
 )
+from nextbehavior.stream.item_update import write_projection
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,10 @@ def export_bundle(
         # Readers must never pair an old manifest with a new model: remove it first, write last.
         (out / MANIFEST_FILE).unlink(missing_ok=True)
         os.replace(served, out / MODEL_FILE)
+    if model.item_text is not None:  # text-aware items: what `items add` needs, torch-free
+        weight, bias = model.item_text.projection()
+        text = dict(ckpt.data.get("text", {}))
+        extra["text"] = write_projection(out, weight, bias, text, cfg.d_model)
     sha = sha256_file(out / MODEL_FILE)
     created = datetime.now(UTC).replace(microsecond=0)
     manifest = Manifest(

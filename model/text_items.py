@@ -35,7 +35,7 @@ class TextItemTable(nn.Module):
         self.id_dropout = cfg.id_dropout
         self.proj = nn.Linear(cfg.text_dim, cfg.d_model)
         self.register_buffer("text", torch.zeros(cfg.n_items, cfg.text_dim))  # (V, text_dim)
-        self.register_buffer("warm", torch.zeros(cfg.n_items))  # (V,) 1 = trained ID embedding
+        self.register_buffer("warm", torch.ones(cfg.n_items))  # (V,) 1 = trained ID embedding
 
     def forward(self, id_weight: Tensor) -> Tensor:
         """(V, d) ID embeddings -> (V, d) item table (ID dropout in training mode)."""
@@ -50,6 +50,16 @@ class TextItemTable(nn.Module):
         real = torch.ones_like(gate)
         real[0] = 0.0  # padding row stays zero
         return table * real[:, None]
+
+    def mask_unseen(self, logits: Tensor, items: Tensor | None = None) -> Tensor:
+        """Training objective only: items without training events (cold, or new) did not exist
+        at training time, so they are no candidates; their logits (columns of ``logits``, or
+        the columns that ``items`` name) become -inf. Otherwise softmax would teach the text
+        path that these very texts never come next."""
+        seen = self.warm > 0  # (V,)
+        if items is not None:
+            seen = seen[items]
+        return logits.masked_fill(~seen, float("-inf"))
 
     def projection(self) -> tuple[F32, F32]:
         """(weight (d, text_dim), bias (d,)) as float32 arrays: what ``items add`` applies."""

@@ -143,6 +143,8 @@ class BehaviorTransformer(nn.Module):
         pos = (h * w[target_items]).sum(-1, keepdim=True)  # (B, T, 1)
         neg_logits = h @ w[neg].T  # (B, T, K)
         neg_logits = neg_logits.masked_fill(neg == target_items[..., None], float("-inf"))
+        if self.item_text is not None:
+            neg_logits = self.item_text.mask_unseen(neg_logits, neg)  # (B, T, K)
         logits = torch.cat([pos, neg_logits], dim=-1)  # (B, T, 1 + K)
         labels = torch.where(target_items == 0, -100, 0)  # the positive is column 0
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -171,6 +173,8 @@ class BehaviorTransformer(nn.Module):
             logits, loss = self.sampled_loss(h, target_items, table)  # (B, T, 1 + n_negatives)
         else:
             logits = self.item_logits(h, table)  # (B, T, V)
+            if self.item_text is not None:
+                logits = self.item_text.mask_unseen(logits)  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
         if target_types is not None and self.cfg.type_loss_weight > 0:
             type_targets = target_types.masked_fill(target_items == 0, 0)

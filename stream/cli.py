@@ -10,6 +10,7 @@ from nextbehavior.stream import (
     __version__,
     cli_export,
     cli_infra,
+    cli_items,
     cli_model,
     cli_ops,
     cli_replay,
@@ -40,7 +41,7 @@ def _root(
     """Streaming next-behavior prediction on Kafka."""
 
 
-for _module in (cli_infra, cli_model, cli_export, cli_worker, cli_replay, cli_ops):
+for _module in (cli_infra, cli_model, cli_export, cli_items, cli_worker, cli_replay, cli_ops):
     _module.register(app)
 
 

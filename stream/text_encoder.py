@@ -25,7 +25,6 @@ from nextbehavior.stream.bundle import sha256_file
 ENCODER_FILE: Final = "encoder.onnx"
 TOKENIZER_FILE: Final = "tokenizer.json"
 INFO_FILE: Final = "encoder.json"
-DEFAULT_ENCODER_DIR: Final = Path.home() / ".cache" / "nextbehavior" / "text-encoder"
 
 log = logging.getLogger(__name__)
 

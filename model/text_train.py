@@ -1,0 +1,205 @@
+"""Training with text-aware items: ``nextbehavior train --items PATH [--cold-items F]``.
+
+Items get a text from their side file (title, genres, ...); the offline sentence encoder
+(``stream.text_encoder``, the same ONNX path ``items add`` uses at serving time) embeds it;
+the model fuses a learned projection of that vector with the ID embedding
+(:mod:`~nextbehavior.model.text_items`). With ``cold_fraction`` > 0 a seeded share of items is
+held out of training entirely (:mod:`~nextbehavior.model.cold_split`), and an ID-only model is
+trained on the same split, in ``<out>/id_only``, so the cold/warm numbers have a reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nextbehavior.model.checkpoint import CURVE_FILE, save_checkpoint
+from nextbehavior.model.cold_split import (
+    choose_cold_items,
+    cold_warm_report,
+    training_without,
+    without_targets,
+)
+from nextbehavior.model.config import ModelConfig
+from nextbehavior.model.curve import plot_curve
+from nextbehavior.model.evaluate import evaluate_report
+from nextbehavior.model.ranker import TorchRanker
+from nextbehavior.model.sequences import (
+    Split,
+    Vocab,
+    build_sequences,
+    build_vocab,
+    make_split,
+    training_windows,
+)
+from nextbehavior.model.table import EventTable
+from nextbehavior.model.text_items import ItemText, text_vectors
+from nextbehavior.model.train import FitResult, TrainConfig, fit, set_threads
+from nextbehavior.stream.catalogue import item_texts, read_items
+
+log = logging.getLogger(__name__)
+
+ID_ONLY_DIR = "id_only"
+"""Sub-checkpoint of the ID-only reference model trained on the same cold-item split."""
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """Where item texts come from and how the cold-item evaluation is set up."""
+
+    items_path: Path
+    encoder_dir: Path
+    text_fields: list[str] | None = None  # None: the item file's default text fields
+    items_format: str = "auto"
+    id_field: str | None = None
+    cold_fraction: float = 0.0
+    cold_seed: int = 0
+    id_dropout: float = 0.1
+    id_baseline: bool = True  # with cold items: also train the ID-only reference
+    catalogue_items: bool = True  # side-file items absent from the log join the vocabulary
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_item_text(vocab_items: list[str], opts: TextOptions) -> tuple[ItemText, list[str]]:
+    """Text vectors for ``vocab_items`` (+ catalogue-only items) -> (ItemText, full item list).
+
+    ``ItemText.warm`` is all False here; the caller marks the items that have training events."""
+    from nextbehavior.export.text_encoder import ensure_text_encoder
+    from nextbehavior.stream.text_encoder import TextEncoder
+
+    catalogue = read_items(opts.items_path, opts.items_format, opts.id_field)
+    texts = item_texts(catalogue, opts.text_fields)
+    items = list(vocab_items)
+    if opts.catalogue_items:
+        known = set(items)
+        items += [i for i in texts if i not in known]
+    info = ensure_text_encoder(opts.encoder_dir)
+    encoder = TextEncoder(opts.encoder_dir)
+    vectors, has = text_vectors(items, texts, encoder.encode, info.dim)
+    missing = len(items) - 1 - int(has.sum())
+    if missing:
+        log.warning("%d of %d items have no text in %s", missing, len(items) - 1, opts.items_path)
+    meta = {
+        "encoder": info.describe(),
+        "items_file": str(opts.items_path),
+        "items_format": catalogue.format,
+        "text_fields": list(opts.text_fields or catalogue.default_fields),
+        "id_field": opts.id_field,
+    }
+    warm = np.zeros(len(items), dtype=np.bool_)
+    return ItemText(vectors, warm, has, meta), items
+
+
+def _metrics(
+    result: FitResult, report: dict[str, Any], cfg: ModelConfig, tc: TrainConfig, threads: int
+) -> dict[str, Any]:
+    train_seconds = [h["train_seconds"] for h in result.history]
+    return {
+        **report,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "seconds": round(result.seconds, 2),
+        "seconds_per_epoch": round(float(np.mean(train_seconds)), 2),
+        "history": result.history,
+        "config": cfg.to_dict(),
+        "train_config": asdict(tc) | {"threads": threads},
+    }
+
+
+def _report(ranker: TorchRanker, split: Split, cold: list[str]) -> dict[str, Any]:
+    report = evaluate_report(ranker, split)
+    if cold:
+        report.update(cold_warm_report(ranker, split, cold))
+    return report
+
+
+def train_with_text(
+    table: EventTable,
+    out_dir: str | Path,
+    opts: TextOptions,
+    model_options: dict[str, Any] | None = None,
+    tc: TrainConfig | None = None,
+) -> dict[str, Any]:
+    """Train a text-aware model (and, with cold items, the ID-only reference); write the
+    checkpoint(s); return the text-aware model's metrics (``id_only`` inside when trained)."""
+    tc = tc or TrainConfig()
+    threads = set_threads(tc.threads)
+    out = Path(out_dir)
+    split = make_split(build_sequences(table), tc.split)
+    base_vocab = build_vocab(table)
+    cold = choose_cold_items(base_vocab.items[1:], opts.cold_fraction, opts.cold_seed)
+    item_text, items = load_item_text(base_vocab.items, opts)
+    vocab = Vocab(items, base_vocab.event_types)
+    train_split = training_without(split, cold)  # windows never hold a cold event
+    select_split = without_targets(split, cold)  # nor does model selection
+    options = {"id_dropout": opts.id_dropout, **(model_options or {})}
+    cfg = ModelConfig(
+        n_items=len(items), n_event_types=len(vocab.event_types), text_dim=item_text.dim, **options
+    )
+    stride = tc.stride if tc.stride is not None else max(1, cfg.max_len // 2)
+    windows = training_windows(train_split, vocab, cfg.max_len, stride)
+    item_text.warm[np.unique(windows.items)] = True
+    item_text.warm[0] = False
+    log.info(
+        "text-aware items: %s, %d cold held out; model %s", item_text.describe(), len(cold), cfg
+    )
+    result = fit(select_split, vocab, cfg, tc, windows=windows, item_text=item_text)
+    ranker = TorchRanker(result.model, vocab.items, vocab.event_types, device=tc.device)
+    metrics = _metrics(result, _report(ranker, split, cold), cfg, tc, threads)
+    if cold:
+        metrics["cold_items"] = {
+            "fraction": opts.cold_fraction,
+            "seed": opts.cold_seed,
+            "n": len(cold),
+            "chance_hit@10": 10 / (len(items) - 1),
+        }
+    data_info: dict[str, Any] = {
+        **split.describe(),
+        "load_report": table.report.to_dict(),
+        "text": item_text.describe(),
+        "cold_items": {"fraction": opts.cold_fraction, "seed": opts.cold_seed, "items": cold},
+    }
+    if cold and opts.id_baseline:
+        splits = (split, train_split, select_split)
+        metrics["id_only"] = _train_id_only(
+            splits, base_vocab, cold, model_options, tc, threads, out / ID_ONLY_DIR, data_info
+        )
+    save_checkpoint(out, result.model, vocab.items, vocab.event_types, metrics, data_info)
+    plot_curve(result.history, out / CURVE_FILE, result.best_epoch)
+    return metrics
+
+
+def _train_id_only(
+    splits: tuple[Split, Split, Split],
+    base_vocab: Vocab,
+    cold: list[str],
+    model_options: dict[str, Any] | None,
+    tc: TrainConfig,
+    threads: int,
+    sub: Path,
+    data_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The ID-only reference: it never saw a cold item, so its vocabulary lacks them."""
+    split, train_split, select_split = splits
+    held = set(cold)
+    vocab = Vocab([i for i in base_vocab.items if i not in held], base_vocab.event_types)
+    options = {
+        k: v for k, v in (model_options or {}).items() if k not in ("text_dim", "id_dropout")
+    }
+    cfg = ModelConfig(n_items=len(vocab.items), n_event_types=len(vocab.event_types), **options)
+    stride = tc.stride if tc.stride is not None else max(1, cfg.max_len // 2)
+    windows = training_windows(train_split, vocab, cfg.max_len, stride)
+    log.info("ID-only reference on the same split: %s", cfg)
+    result = fit(select_split, vocab, cfg, tc, windows=windows)
+    ranker = TorchRanker(result.model, vocab.items, vocab.event_types, device=tc.device)
+    report = _report(ranker, split, cold)
+    metrics = _metrics(result, report, cfg, tc, threads)
+    info = {k: v for k, v in data_info.items() if k != "text"}
+    save_checkpoint(sub, result.model, vocab.items, vocab.event_types, metrics, info)
+    plot_curve(result.history, sub / CURVE_FILE, result.best_epoch)
+    keep = ("test", "test_cold", "test_warm", "n_items", "best_epoch", "seconds")
+    return {k: report.get(k, metrics.get(k)) for k in keep}

@@ -1,0 +1,199 @@
+"""Text-aware training -> bundle -> `items add`: a new item, never seen in any event, is
+predicted after a history of items whose texts are like its text. Real encoder, real ONNX.
+
+The data has four topics with their own vocabulary (space, cooking, football, gardening); each
+user stays in one topic. The model learns topics from IDs and texts alike; items added later
+by text alone must land in their topic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nextbehavior.stream.bundle import BundleError, read_manifest
+from nextbehavior.stream.cli import app
+from nextbehavior.stream.item_update import add_items
+from nextbehavior.stream.predictor import Predictor
+
+TOPICS = {
+    "space": ["Rocket launch to Mars", "Astronaut on the space station", "Galaxy telescope",
+              "Moon landing mission", "Comet and asteroid belt", "Orbit around Jupiter"],
+    "cooking": ["Pasta with tomato sauce", "Chocolate cake recipe", "Grilled chicken dinner",
+                "Fresh bread baking", "Vegetable soup in the kitchen", "Pancakes for breakfast"],
+    "football": ["Goalkeeper saves a penalty", "Striker scores in the final", "Football league",
+                 "Soccer world cup match", "Midfielder passes the ball", "Stadium fans cheer"],
+    "garden": ["Roses in the flower bed", "Planting tomato seedlings", "Pruning the apple tree",
+               "Watering the lawn", "Compost for garden soil", "Tulip bulbs in spring"],
+}  # fmt: skip
+NEW = {
+    "space": "Spacecraft docking with a satellite in orbit",
+    "cooking": "Roast potatoes and a baked pie from the oven",
+    "football": "Soccer team wins the football championship",
+    "garden": "Growing herbs and flowers in the garden",
+}
+TOP_K = 8
+
+
+def _ids(topic: str) -> list[str]:
+    return [f"{topic}-{n}" for n in range(len(TOPICS[topic]))]
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory, text_encoder_dir: Path) -> Path:
+    """A small text-aware model trained on topic-bound users, exported as a bundle."""
+    import torch
+
+    from nextbehavior.export.writer import export_bundle
+    from nextbehavior.model.loaders import load_events
+    from nextbehavior.model.text_train import TextOptions, train_with_text
+    from nextbehavior.model.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("text")
+    items = root / "items.csv"
+    items.write_text(
+        "item_id,title\n"
+        + "".join(f'{i},"{t}"\n' for p in TOPICS for i, t in zip(_ids(p), TOPICS[p], strict=True))
+    )
+    rng = np.random.default_rng(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(160):
+        topic = list(TOPICS)[u % 4]
+        for step, item in enumerate(rng.choice(_ids(topic), size=12)):
+            lines.append(f"u{u}\t{item}\t{1_000_000 + 100 * u + step}")
+    inter = root / "events.inter"
+    inter.write_text("\n".join(lines) + "\n")
+    threads = torch.get_num_threads()
+    try:
+        train_with_text(
+            load_events(inter, progress=False),
+            root / "ckpt",
+            TextOptions(items_path=items, encoder_dir=text_encoder_dir, id_dropout=0.3),
+            {"max_len": 12, "d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1},
+            TrainConfig(
+                epochs=25,
+                batch_size=64,
+                lr=3e-3,
+                warmup_steps=10,
+                patience=25,
+                threads=1,
+                progress=False,
+            ),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    bundle = root / "bundle"
+    export_bundle(root / "ckpt", bundle, top_k=TOP_K)
+    return bundle
+
+
+@pytest.fixture
+def new_items(tmp_path: Path) -> Path:
+    path = tmp_path / "new.jsonl"
+    path.write_text(
+        "".join(json.dumps({"item_id": f"new-{p}", "title": t}) + "\n" for p, t in NEW.items())
+        + json.dumps({"item_id": "space-0", "title": "already known"})
+        + "\n"
+    )
+    return path
+
+
+def _top(predictor: Predictor, topic: str) -> list[str]:
+    history = [[(i, "interaction") for i in _ids(topic)[:5]]]
+    from nextbehavior.stream.history import encode
+
+    items, types = encode(history, predictor.item_index, predictor.type_index, predictor.max_len)
+    return predictor.items_of(predictor.predict(items, types).top_ids[0])
+
+
+def test_bundle_carries_the_text_side(text_bundle: Path) -> None:
+    manifest = read_manifest(text_bundle)
+    text = manifest.extra["text"]
+    assert text["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert text["text_fields"] == ["title"] and text["n_with_text"] == 24
+    assert (text_bundle / text["projection_file"]).is_file()
+
+
+def test_added_items_are_predicted_after_similar_histories(
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    before = read_manifest(text_bundle)
+    out = tmp_path / "bundle2"
+    result = add_items(text_bundle, new_items, text_encoder_dir, out_dir=out)
+    assert result.added == [f"new-{p}" for p in NEW] and result.already_known == 1
+    after = read_manifest(out)  # checks the new checksum too
+    assert after.items == [*before.items, *result.added]
+    assert after.model_version != before.model_version
+    assert after.extra["text"]["added"][0]["parent_model_version"] == before.model_version
+    assert read_manifest(text_bundle) == before  # --out leaves the source bundle alone
+    predictor = Predictor(out, providers=["CPUExecutionProvider"])
+    for topic in TOPICS:
+        top = _top(predictor, topic)
+        assert f"new-{topic}" in top, (topic, top)
+        others = [f"new-{p}" for p in TOPICS if p != topic]
+        assert not set(others) & set(top[:4]), (topic, top)
+    # the old items keep their rows: their order among themselves is unchanged
+    old = Predictor(text_bundle, providers=["CPUExecutionProvider"])
+    for topic in TOPICS:
+        kept = [i for i in _top(predictor, topic) if not i.startswith("new-")]
+        assert kept == _top(old, topic)[: len(kept)]
+
+
+def test_adding_again_changes_nothing_and_cli_reports(
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    runner = CliRunner()
+    args = ["items", "add", "--bundle", str(text_bundle), "--items", str(new_items),
+            "--out", str(out), "--encoder", str(text_encoder_dir)]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["added"] == 4 and summary["n_items"] == 28
+    again = runner.invoke(app, [*args[:3], str(out), *args[4:]])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["added"] == 0
+    assert json.loads(again.stdout)["model_version"] == summary["model_version"]
+
+
+def test_refusals(
+    text_bundle: Path, tiny_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(BundleError, match="no text-aware item table"):
+        add_items(tiny_bundle, new_items, text_encoder_dir, out_dir=tmp_path / "x")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in text_bundle.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    with (copy / "item_text.npz").open("ab") as fh:
+        fh.write(b"0")
+    with pytest.raises(BundleError, match="checksum"):
+        add_items(copy, new_items, text_encoder_dir)
+    result = CliRunner().invoke(
+        app, ["items", "add", "--bundle", str(tmp_path / "nope"), "--items", str(new_items)]
+    )
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+def test_items_add_needs_no_torch(
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from nextbehavior.stream.cli import main\n"
+        "main()\n"
+    )
+    args = ["items", "add", "--bundle", str(text_bundle), "--items", str(new_items),
+            "--out", str(tmp_path / "b"), "--encoder", str(text_encoder_dir)]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["added"] == 4
