@@ -44,6 +44,9 @@ def test_replay_3000_events_complete_keyed_and_in_per_user_order(
 ) -> None:
     data = tmp_path / "u.data"
     rows = write_movielens(data, 3400)
+    with data.open("a") as fh:  # two unusable rows, reported by reason
+        fh.write("7\t12\n")
+        fh.write("7\t12\t3\tnoon\n")
     settings = topic_settings(broker)
     runner = CliRunner()
     result = runner.invoke(
@@ -53,6 +56,7 @@ def test_replay_3000_events_complete_keyed_and_in_per_user_order(
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert summary["sent"] == 3000 and summary["failed"] == 0 and summary["over_limit"] == 400
+    assert summary["rejected"] == {"bad_timestamp": 1, "wrong_column_count": 1}
 
     records = read_all(settings, settings.input_topic)
     assert len(records) == 3000
@@ -104,6 +108,28 @@ def test_replay_paces_by_original_time(broker: EmbeddedBroker, tmp_path: Path) -
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert summary["sent"] == 5
     assert 0.45 <= summary["wall_s"] < 3.0  # 4 s of history at 8x: 0.5 s
+
+
+def test_replay_since_until_and_bad_options(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    data = tmp_path / "events.jsonl"
+    lines = [
+        {"event_id": f"e{n}", "user_id": f"u{n % 3}", "item_id": "i", "event_type": "view",
+         "timestamp": 883_612_800_000 + n * 3_600_000}  # 1998-01-01 + n hours
+        for n in range(48)
+    ]  # fmt: skip
+    data.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    settings = topic_settings(broker)
+    runner = CliRunner()
+    args = ["replay", "--data", str(data), "--json", "--since", "1998-01-01T12:00:00Z",
+            "--until", str(883_612_800_000 + 30 * 3_600_000)]  # fmt: skip
+    result = runner.invoke(app, args, env=env(settings))
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["sent"] == 18 and summary["outside_range"] == 30
+    assert summary["first_timestamp"] == "1998-01-01T12:00:00Z"
+    for bad, why in ((["--speed", "0"], "speed"), (["--since", "soon"], "ISO-8601")):
+        failed = runner.invoke(app, ["replay", "--data", str(data), *bad], env=env(settings))
+        assert failed.exit_code == 1 and why in failed.stderr
 
 
 def test_replay_missing_topic_is_a_clear_error(broker: EmbeddedBroker, tmp_path: Path) -> None:
