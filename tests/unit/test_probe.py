@@ -40,7 +40,7 @@ def http_server() -> Iterator[str]:
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
-    yield from _serve(lambda c: c.recv(1024) and threading.Event().wait(3))
+    yield from _serve(lambda c: c.recv(1024) and threading.Event().wait(0.6))
 
 
 @pytest.fixture
