@@ -183,6 +183,7 @@ class EmbeddedBroker:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    start_new_session=True,  # Ctrl-C reaches us, and we stop it by PID
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             except OSError as exc:
