@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +12,7 @@ import typer
 from nextbehavior.stream.console import fail, setup_logging
 
 
-class Quantize(str, Enum):
+class Quantize(StrEnum):
     int8 = "int8"
 
 
