@@ -78,10 +78,19 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     )
 
 
+FAUST_ENV_PREFIX: Final = "NBP_FAUST_"
+
+
 def faust_config(settings: Settings, partitions: int) -> dict[str, Any]:
-    """Faust settings from ours (BROKER.md: short group timeouts, explicit topics)."""
+    """Faust settings from ours (BROKER.md: short group timeouts, explicit topics).
+
+    Faust lets environment variables override its settings (``BROKER``, ``WEB_PORT``, ...,
+    even over arguments); with the prefix only ``NBP_FAUST_<NAME>`` does, e.g.
+    ``NBP_FAUST_PRODUCER_LINGER=0.01``: an escape hatch for Faust tuning, never a clash.
+    """
     session = settings.session_timeout_s
     return {
+        "env_prefix": FAUST_ENV_PREFIX,
         "broker": settings.broker,
         "broker_credentials": broker_credentials(settings),
         "store": "memory://",
@@ -121,16 +130,14 @@ def build_app(
         STATE_TABLE,
         default=None,
         partitions=partitions,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        key_type=bytes,  # bytes -> the "raw" codec, for writes and for recovery alike
+        value_type=bytes,
         help="user key -> recent steps (nextbehavior.stream.state)",
     )
     activity = app.Table(
         ACTIVITY_TABLE,
         default=int,
-        partitions=partitions,
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        partitions=partitions,  # keys (user_id, (start, end)) and counts: json
         help="(user_id, hour window) -> events",
     ).tumbling(ACTIVITY_WINDOW_S, expires=ACTIVITY_EXPIRES)
     stats = Stats()
