@@ -21,6 +21,7 @@ class ModelConfig:
     type_loss_weight: float = 0.5  # weight of the next-behavior-type loss next to the item loss
     loss: Literal["ce", "sampled"] = "ce"  # full softmax, or sampled softmax for huge catalogues
     n_negatives: int = 256  # sampled softmax only
+    repeat_bias: bool = False  # learned logit bias for items already in the history (repeat.py)
     text_dim: int = 0  # > 0: items also carry a frozen text vector of this size (text-aware items)
     id_dropout: float = 0.0  # text-aware only: share of items trained on their text vector alone
 

@@ -164,9 +164,9 @@ class MovielensFormat(DelimitedFormat):
     def header(self, line: bytes) -> bool:
         text = _text(line) or ""
         self.sep = "::" if "::" in text else "\t" if "\t" in text else ","
-        first = text.split(self.sep)[0].strip().strip('"')
-        if first.isdigit():
-            return False
+        lower = text.lower()
+        if self.sep != "," or not ("userid" in lower or "timestamp" in lower):
+            return False  # u.data and ratings.dat have no header
         self.columns_from(
             text.split(self.sep),
             {

@@ -44,6 +44,8 @@ def _open(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 def resolve_format(path: Path, fmt: str = "auto") -> str:
     """``fmt``, or the detected format when ``fmt`` is ``auto``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
     if fmt != "auto":
         make_parser(fmt)  # raises on an unknown name
         return fmt
@@ -66,8 +68,6 @@ def iter_rows(
     True/False, or None for "when stderr is a terminal".
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
     fmt = resolve_format(path, fmt)
     parser = make_parser(fmt)
     report = report if report is not None else LoadReport()

@@ -15,6 +15,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from nextbehavior.model.config import ModelConfig
+from nextbehavior.model.repeat import RepeatBias
 from nextbehavior.model.text_items import TextItemTable
 
 
@@ -79,6 +80,7 @@ class BehaviorTransformer(nn.Module):
         self.type_head = nn.Linear(cfg.d_model, cfg.n_event_types)
         # text-aware items (optional): the item table fuses IDs with projected text vectors
         self.item_text = TextItemTable(cfg) if cfg.text_dim > 0 else None
+        self.repeat = RepeatBias(cfg) if cfg.repeat_bias else None
         self.apply(self._init)
 
     @staticmethod
@@ -134,7 +136,11 @@ class BehaviorTransformer(nn.Module):
         return h @ (self.item_table() if table is None else table).T
 
     def sampled_loss(
-        self, h: Tensor, target_items: Tensor, table: Tensor | None = None
+        self,
+        h: Tensor,
+        target_items: Tensor,
+        table: Tensor | None = None,
+        history: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Sampled softmax: each target against ``n_negatives`` items drawn uniformly (shared by
         the batch; uniform sampling needs no log-q correction). -> ((B, T, 1 + K) logits, loss)."""
@@ -142,6 +148,9 @@ class BehaviorTransformer(nn.Module):
         w = self.item_table() if table is None else table
         pos = (h * w[target_items]).sum(-1, keepdim=True)  # (B, T, 1)
         neg_logits = h @ w[neg].T  # (B, T, K)
+        if self.repeat is not None and history is not None:
+            pos = pos + self.repeat.at(*history, target_items[..., None])  # (B, T, 1)
+            neg_logits = neg_logits + self.repeat.at(*history, neg)  # (B, T, K)
         neg_logits = neg_logits.masked_fill(neg == target_items[..., None], float("-inf"))
         if self.item_text is not None:
             neg_logits = self.item_text.mask_unseen(neg_logits, neg)  # (B, T, K)
@@ -157,8 +166,9 @@ class BehaviorTransformer(nn.Module):
         target_items: Tensor | None = None,
         target_types: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Training: targets (B, T) give every position's next event -> (logits, type_logits, loss)
-        (item logits over the catalogue, or (B, T, 1 + K) with ``loss="sampled"`` in train mode).
+        """Training: targets (B, T) give every position's next event (0 = not scored) ->
+        (item logits (N, V) of the N scored positions in row-major order, or (B, T, 1 + K) with
+        ``loss="sampled"`` in train mode; type logits (B, T, n_types); loss).
 
         Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
         """
@@ -167,15 +177,23 @@ class BehaviorTransformer(nn.Module):
         h = self.hidden(item_ids, event_types, table)  # (B, T, d)
         if target_items is None:
             last = h[:, -1]  # (B, d)
-            return self.item_logits(last, table), self.type_head(last), None
+            logits = self.item_logits(last, table)  # (B, V)
+            if self.repeat is not None:
+                logits = logits + self.repeat.last(item_ids, event_types, self.cfg.n_items)
+            return logits, self.type_head(last), None
         type_logits = self.type_head(h)  # (B, T, n_types)
         if self.cfg.loss == "sampled" and self.training:
-            logits, loss = self.sampled_loss(h, target_items, table)  # (B, T, 1 + n_negatives)
-        else:
-            logits = self.item_logits(h, table)  # (B, T, V)
+            logits, loss = self.sampled_loss(  # (B, T, 1 + n_negatives)
+                h, target_items, table, history=(item_ids, event_types)
+            )
+        else:  # full softmax, computed at the scored positions only
+            scored = target_items != 0  # (B, T)
+            logits = self.item_logits(h[scored], table)  # (N, V)
+            if self.repeat is not None:
+                logits = logits + self.repeat.rows(item_ids, event_types, scored, self.cfg.n_items)
             if self.item_text is not None:
-                logits = self.item_text.mask_unseen(logits)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), target_items.flatten(), ignore_index=0)
+                logits = self.item_text.mask_unseen(logits)  # (N, V)
+            loss = F.cross_entropy(logits, target_items[scored]) if len(logits) else h.sum() * 0
         if target_types is not None and self.cfg.type_loss_weight > 0:
             type_targets = target_types.masked_fill(target_items == 0, 0)
             type_loss = F.cross_entropy(
