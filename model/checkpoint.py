@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import pickle  # only for its error type: weights load with weights_only=True, never unpickled
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu") ->
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"{weights} cannot be loaded: {exc}") from None
     model.to(device).eval()
     metrics = _read_json(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else {}

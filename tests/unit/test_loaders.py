@@ -19,8 +19,9 @@ def write(path: Path, text: str) -> Path:
 
 def rows(path: Path, fmt: str = "auto") -> list[tuple[str, str, str, int]]:
     t = load_events(path, fmt, progress=False)
+    users, items, types = t.users, t.items, t.event_types
     return [
-        (t.users[t.user[i]], t.items[t.item[i]], t.event_types[t.event_type[i]], int(t.timestamp[i]))
+        (users[t.user[i]], items[t.item[i]], types[t.event_type[i]], int(t.timestamp[i]))
         for i in range(len(t))
     ]
 

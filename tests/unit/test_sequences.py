@@ -98,9 +98,7 @@ def test_eval_batches_encode_history_before_target(tmp_path: Path) -> None:
     split = leave_one_out(build_sequences(table))
     vocab = build_vocab(table)
     idx = vocab.item_index
-    ((items, types, t_items, t_types),) = eval_batches(
-        split, "test", idx, vocab.type_index, max_len=3
-    )
+    ((items, _, t_items, t_types),) = eval_batches(split, "test", idx, vocab.type_index, max_len=3)
     assert [vocab.items[j] for j in items[0]] == ["i2", "i3", "i4"]
     assert vocab.items[t_items[0]] == "i5" and t_types[0] == 1
     ((items, _, t_items, _),) = eval_batches(split, "valid", idx, vocab.type_index, max_len=8)

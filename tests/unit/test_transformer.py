@@ -85,7 +85,8 @@ def test_sampled_softmax_trains_and_eval_stays_full(repeat_bias: bool) -> None:
     model.eval()
     with torch.no_grad():
         full, _, eval_loss = model(items, types, targets, types)
-    assert full.shape == (int((targets != 0).sum()), 30) and eval_loss is not None and torch.isfinite(eval_loss)
+    assert full.shape == (int((targets != 0).sum()), 30)
+    assert eval_loss is not None and torch.isfinite(eval_loss)
 
 
 def test_repeat_bias_reaches_only_history_items() -> None:
