@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from nextbehavior.model.repeat import RepeatBias
 from nextbehavior.model.transformer import (
     BehaviorTransformer,
     Block,
@@ -75,6 +76,17 @@ def last_block(model: BehaviorTransformer) -> tuple[Block, SelfAttention]:
     return block, block.attn
 
 
+def repeat_bias_last(rep: RepeatBias, item_ids: Tensor, event_types: Tensor) -> Tensor:
+    """(B, T) bias each history event adds to its item's logit at the newest position.
+
+    ``RepeatBias.last`` for the last row only (the age of event s is T - 1 - s), as (B, T)
+    values to scatter-add onto the logits, not a (B, V) tensor."""
+    t = item_ids.shape[1]
+    age = (t - 1 - torch.arange(t, device=item_ids.device)).clamp(max=rep.max_len - 1)  # (T,)
+    w = rep.by_type(event_types).squeeze(-1) + rep.by_recency(age).squeeze(-1)[None]  # (B, T)
+    return w * (item_ids != 0)  # (B, T)
+
+
 class ScoringShim(nn.Module):
     """Wraps a trained :class:`BehaviorTransformer` (eval mode, text table baked) into the graph."""
 
@@ -95,6 +107,9 @@ class ScoringShim(nn.Module):
         # = m.item_logits(h); F.linear exports as one Gemm (transB) over the stored table, where
         # `h @ W.T` adds a Transpose that ONNX Runtime folds into a second copy of the table.
         logits = F.linear(h, m.item_table()).float()  # (B, V)
+        if m.repeat is not None:  # learned bias for items already in the history
+            bias = repeat_bias_last(m.repeat, item_ids, event_types).to(logits.dtype)  # (B, T)
+            logits = logits.scatter_add(1, item_ids, bias)  # (B, V)
         logits[:, 0] = float("-inf")  # padding is never a recommendation
         if self.chunk is None:
             top, ids = logits.topk(self.top_k, dim=1)  # (B, k)

@@ -17,6 +17,8 @@ from nextbehavior.export.exporter import export_onnx
 from nextbehavior.export.parity import ParityReport, parity_cases, verify_parity
 from nextbehavior.export.shim import ScoringShim, default_chunk, two_stage_topk
 from nextbehavior.model.checkpoint import load_checkpoint
+from nextbehavior.model.config import ModelConfig
+from nextbehavior.model.transformer import BehaviorTransformer
 from nextbehavior.stream.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest
 from nextbehavior.stream.cli import app
 
@@ -118,6 +120,23 @@ def test_two_stage_export_parity(tiny_checkpoint: Path, tmp_path: Path) -> None:
     model = load_checkpoint(tiny_checkpoint).model
     path = tmp_path / "two_stage.onnx"
     assert export_onnx(model, path, 10, chunk=4) == 4
+    report = verify_parity(model, path)
+    assert report.ok, report.failures
+
+
+def test_repeat_bias_export_parity(tmp_path: Path) -> None:
+    """A model with the learned repeat bias (optional) exports exactly too."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(
+        n_items=40, n_event_types=3, max_len=8, d_model=16, n_heads=2, n_layers=1, repeat_bias=True
+    )
+    model = BehaviorTransformer(cfg).eval()
+    assert model.repeat is not None
+    with torch.no_grad():  # the bias starts at zero: make it matter
+        model.repeat.by_type.weight[1:].normal_(0, 2.0)
+        model.repeat.by_recency.weight.normal_(0, 2.0)
+    path = tmp_path / "repeat.onnx"
+    export_onnx(model, path, 5, chunk=None)
     report = verify_parity(model, path)
     assert report.ok, report.failures
 
