@@ -48,20 +48,26 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     seq = torch.export.Dim("seq", min=1, max=cfg.max_len)
     args = example_inputs(cfg.max_len, cfg.n_items, cfg.n_event_types)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The exporter's deprecation and axis-renaming chatter says nothing about this graph.
-        warnings.simplefilter("ignore", (UserWarning, FutureWarning, DeprecationWarning))
-        program = torch.onnx.export(
-            shim,
-            args,
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=list(INPUT_NAMES),
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
-            external_data=False,
-            verbose=False,
-        )
+    chatty = logging.getLogger("torch.onnx")  # "torchvision is not installed" lines
+    level = chatty.level
+    chatty.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The exporter's deprecation and axis-renaming chatter says nothing about this graph.
+            warnings.simplefilter("ignore", (UserWarning, FutureWarning, DeprecationWarning))
+            program = torch.onnx.export(
+                shim,
+                args,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=list(INPUT_NAMES),
+                output_names=list(GRAPH_OUTPUTS),
+                dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        chatty.setLevel(level)
     if program is None:  # only the legacy exporter writes to a file and returns None
         raise RuntimeError("torch.onnx.export returned no program")
     path.parent.mkdir(parents=True, exist_ok=True)
