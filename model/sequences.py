@@ -131,8 +131,10 @@ def leave_one_out(seqs: Sequences) -> Split:
 def temporal_split(seqs: Sequences, valid_frac: float = 0.1, test_frac: float = 0.1) -> Split:
     """Global time cut-offs at the (1 - valid - test) and (1 - test) quantiles of all events.
 
-    Training: events before the first cut-off. Each user's first event in the valid period and
-    first in the test period are its targets (when it has an earlier event)."""
+    Training: events before the first cut-off. A user's first event in the valid period is its
+    valid target, its first in the test period its test target, each predicted from all the
+    user's earlier events (when the user's very first event is in the period, its second one
+    is the target)."""
     ts = seqs.table.timestamp
     t_valid, t_test = np.quantile(ts, [1 - valid_frac - test_frac, 1 - test_frac])
     train_end = np.zeros(seqs.n_users, dtype=np.int64)
@@ -143,10 +145,10 @@ def temporal_split(seqs: Sequences, valid_frac: float = 0.1, test_frac: float = 
         a = int(np.searchsorted(user_ts, t_valid, side="left"))
         b = int(np.searchsorted(user_ts, t_test, side="left"))
         train_end[u] = a
-        if a < b and a > 0:
-            valid[u] = a
-        if b < len(user_ts) and b > 0:
-            test[u] = b
+        if max(a, 1) < b:
+            valid[u] = max(a, 1)
+        if max(b, 1) < len(user_ts):
+            test[u] = max(b, 1)
     return Split(seqs, "temporal", train_end, valid, test)
 
 

@@ -118,7 +118,17 @@ def test_temporal_split_uses_global_cutoffs(tmp_path: Path) -> None:
     for u in range(seqs.n_users):
         user_ts = ts[seqs.order[seqs.offsets[u] : seqs.offsets[u + 1]]]
         assert (user_ts[: split.train_end[u]] < t_valid).all()
+        first_test = int(np.searchsorted(user_ts, t_test))
+        first_valid = int(np.searchsorted(user_ts, t_valid))
         if split.test[u] >= 0:
-            assert user_ts[split.test[u]] >= t_test > user_ts[split.test[u] - 1]
+            assert user_ts[split.test[u]] >= t_test
+            assert split.test[u] == max(first_test, 1)
+        else:
+            assert max(first_test, 1) >= len(user_ts)
         if split.valid[u] >= 0:
             assert t_valid <= user_ts[split.valid[u]] < t_test
+            assert split.valid[u] == max(first_valid, 1)
+    # a user whose whole log lies in the test period: its second event is the target
+    late = build_sequences(table_from([("a", "x", 1), ("c", "y", 50), ("c", "z", 51)], tmp_path))
+    late_split = temporal_split(late, valid_frac=0.2, test_frac=0.4)
+    assert late_split.test.tolist() == [-1, 1] and late_split.train_end.tolist() == [1, 0]
