@@ -127,7 +127,11 @@ def export_bundle(
     write_manifest(out, manifest)
     from nextbehavior.stream.predictor import Predictor
 
-    Predictor(out, providers=["CPUExecutionProvider"])  # contract check, load and warm-up
+    try:  # the served path's own checks: contract, load, warm-up
+        Predictor(out, providers=["CPUExecutionProvider"])
+    except BundleError:
+        (out / MANIFEST_FILE).unlink(missing_ok=True)  # never leave a bundle that won't serve
+        raise
     log.info("wrote bundle %s (model_version %s)", out, manifest.model_version)
     return manifest
 
