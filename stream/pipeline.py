@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 from nextbehavior.stream.batcher import MicroBatcher
 from nextbehavior.stream.intake import DeadLetter, Intake, Record, Scorable
 from nextbehavior.stream.predictions import build_prediction, reasons
@@ -185,7 +187,7 @@ class Pipeline(Generic[Token]):
         """Send every record and wait for delivery; resend failures, then give up loudly."""
         todo = out
         for attempt in range(1, SEND_ATTEMPTS + 1):
-            futures = [await self.send(*rec) for rec in todo]
+            futures = [await self._enqueue(rec) for rec in todo]
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [rec for rec, res in zip(todo, results, strict=True) if _failed(res)]
             if not failed:
@@ -197,6 +199,22 @@ class Pipeline(Generic[Token]):
             self.stats.send_retries += 1
             await asyncio.sleep(SEND_BACKOFF_S * attempt)
             todo = failed
+
+    async def _enqueue(self, rec: Outgoing) -> Awaitable[Any]:
+        """Queue one record. A dead letter too large for the dead-letter topic (its headers
+        push it over the limit) goes without its value, with a ``value_dropped`` header,
+        rather than crash-looping the worker on it."""
+        try:
+            return await self.send(*rec)
+        except MessageSizeTooLargeError:
+            topic, key, value, headers = rec
+            if topic != self.dlq_topic or value is None:
+                raise
+            logger.error(
+                "dead letter of %d bytes is too large; sending it without its value", len(value)
+            )
+            dropped = ("value_dropped", f"{len(value)} bytes: too large to forward".encode())
+            return await self.send(topic, key, None, [*(headers or []), dropped])
 
 
 def _failed(result: Any) -> bool:

@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 import pytest
 from kafka_checks import new_topic, unique
+from typer.testing import CliRunner
 from worker_proc import WorkerProcess, committed, produce, produce_paced, read_topic, run
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.bundle import Manifest, read_manifest
+from nextbehavior.stream.cli import app
 from nextbehavior.stream.compat import fetch_highwaters
 from nextbehavior.stream.events import Prediction, parse_prediction
 
@@ -321,3 +323,16 @@ def test_sigterm_mid_stream_commits_only_what_was_predicted(
         for k in range(12):  # replays were deduplicated: each prediction saw k+1 events
             assert {p.history_length for p in preds[f"{u}-{k}"]} == {k + 1}
     assert stats["events"].get("dead_lettered", 0) == 0
+
+
+def test_worker_refuses_a_missing_input_topic(broker: EmbeddedBroker, tiny_bundle: Path) -> None:
+    missing = unique("no-such-topic")
+    result = CliRunner().invoke(
+        app,
+        ["worker", "--bundle", str(tiny_bundle), "--broker", broker.url],
+        env={"NBP_INPUT_TOPIC": missing, "NBP_PROVIDERS": "CPUExecutionProvider"},
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"input topic '{missing}' does not exist" in errors[0]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]  # logs before, reason last

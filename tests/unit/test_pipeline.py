@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 
 from nextbehavior.stream.events import parse_prediction
 from nextbehavior.stream.intake import Intake, Record
@@ -25,7 +26,8 @@ T0 = 1_700_000_000_000
 class Topic:
     """Collects sends; each send's delivery completes on the next loop turn (or fails)."""
 
-    def __init__(self, fail_times: int = 0) -> None:
+    def __init__(self, fail_times: int = 0, max_bytes: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
         self.records: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
         self.fail_times = fail_times
         self.log: list[str] = []
@@ -34,6 +36,8 @@ class Topic:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if value is not None and len(value) > self.max_bytes:
+            raise MessageSizeTooLargeError("too large")  # what aiokafka raises at send()
         if self.fail_times:
             self.fail_times -= 1
             fut.set_exception(ConnectionError("broker away"))
@@ -188,3 +192,16 @@ async def test_duplicate_is_predicted_again_from_its_own_prefix(predictor: Predi
     assert again.history_length == first.history_length == 2
     assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
     assert pipeline.stats.events == {"predicted": 4, "duplicate": 1}
+
+
+async def test_dead_letter_too_large_to_forward_goes_without_its_value(
+    predictor: Predictor,
+) -> None:
+    topic, acks = Topic(max_bytes=1000), []
+    pipeline = make(predictor, topic, acks)
+    await run_records(pipeline, [Record(b"u1", b"x" * 5000, "events", 0, 0)])
+    assert acks == [0]
+    [(name, key, value, headers)] = topic.records
+    assert (name, key, value) == ("dlq", b"u1", None)
+    got = dict(headers or [])
+    assert got["error_type"] == b"too_large" and got["value_dropped"].startswith(b"5000 bytes")
