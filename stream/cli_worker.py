@@ -105,14 +105,16 @@ def run_worker(settings: Settings) -> None:
         settings.web_host,
         settings.web_port,
     )
-    faust.Worker(
+    runner = faust.Worker(
         worker.app,
         loop=loop,
         loglevel=settings.log_level,
         quiet=True,
         override_logging=False,
         redirect_stdouts=False,
-    ).execute_from_commandline()
+    )
+    runner.spinner = None  # no terminal spinner (escape codes) on stdout
+    runner.execute_from_commandline()
 
 
 def worker(
