@@ -205,3 +205,15 @@ async def test_dead_letter_too_large_to_forward_goes_without_its_value(
     assert (name, key, value) == ("dlq", b"u1", None)
     got = dict(headers or [])
     assert got["error_type"] == b"too_large" and got["value_dropped"].startswith(b"5000 bytes")
+
+
+async def test_explanations_name_history_events(predictor: Predictor) -> None:
+    assert predictor.manifest.has_weights
+    topic, acks = Topic(), []
+    pipeline = make(predictor, topic, acks, explain=True)
+    await run_records(pipeline, [rec(f"e{n}", "u1", f"i{n + 1}", T0 + n, n) for n in range(5)])
+    last = parse_prediction(topic.records[-1][2] or b"")
+    assert last.because is not None and 1 <= len(last.because) <= 3
+    assert {r.item_id for r in last.because} <= {f"i{n + 1}" for n in range(5)}
+    weights = [r.weight for r in last.because]
+    assert weights == sorted(weights, reverse=True)
