@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535, description="Worker web server port")
     log_level: str = Field("INFO", description="Logging level")
     log_json: bool = Field(False, description="Log JSON lines instead of text")
+    reload_interval_s: float = Field(
+        5.0, ge=0, description="Poll a directory of bundles this often for a newer one (0: never)"
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="Broker probe and consumer-lag refresh interval (/healthz, /readyz)"
+    )
+    liveness_stall_s: float = Field(
+        60.0, gt=0, description="/healthz fails after this long stuck with input or no broker"
+    )
 
     @field_validator("providers", mode="before")
     @classmethod
