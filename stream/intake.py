@@ -9,22 +9,30 @@ The record key must be the event's ``user_id`` (UTF-8): the state of a user live
 partition its key hashes to, so a record keyed otherwise (or not keyed) would put that user's
 state in the wrong place. Such a record is dead-lettered with ``error_type`` ``missing_key`` or
 ``key_mismatch``.
+
+A keyed record with a null value (a tombstone) is a request to forget that user
+(:mod:`nextbehavior.stream.privacy`): their state is deleted and the result is
+:class:`Forgotten`, neither a prediction nor a dead letter. With a ``pseudonym`` function,
+user ids are replaced by their pseudonyms before anything is stored or scored.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nextbehavior.stream.events import Event, EventError, parse_event
 from nextbehavior.stream.history import Step
+from nextbehavior.stream.privacy import Pseudonym, forget_user, pseudonymize
 from nextbehavior.stream.state import StateError, apply_event, decode_history, encode_history
 
 logger = logging.getLogger(__name__)
 
 ActivityHook = Callable[[str, int], None]
 """Called with ``(user_id, timestamp_ms)`` for every event new to the user's state."""
+ForgetHook = Callable[[str, list[Step]], object]
+"""Called with ``(user_id, history it had)`` when a user's state is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,14 @@ class DeadLetter:
     def headers(self) -> list[tuple[str, bytes]]:
         """The dead-letter headers of INTERFACE.md."""
         return dead_letter_headers(self.record, self.error_type, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """A tombstone: the user's state was deleted (``had_state``: there was some)."""
+
+    record: Record
+    had_state: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +103,10 @@ def decode_record(record: Record, *, max_bytes: int) -> Event:
     return event
 
 
+Work = Scorable | DeadLetter | Forgotten
+"""What one record becomes."""
+
+
 class Intake:
     """Turns records into work, reading and writing users' state in ``state``.
 
@@ -103,19 +123,28 @@ class Intake:
         horizon_ms: int | None,
         max_bytes: int,
         on_activity: ActivityHook | None = None,
+        pseudonym: Pseudonym | None = None,
+        on_forget: ForgetHook | None = None,
     ) -> None:
         self.state = state
         self.max_len = max_len
         self.horizon_ms = horizon_ms
         self.max_bytes = max_bytes
         self.on_activity = on_activity
+        self.pseudonym = pseudonym
+        self.on_forget = on_forget
 
-    def take(self, record: Record) -> Scorable | DeadLetter:
+    def take(self, record: Record) -> Work:
         """Decode and apply one record; never raises :class:`EventError`."""
+        if record.value is None and record.key:
+            return self._forget(record, record.key)
         try:
             event = decode_record(record, max_bytes=self.max_bytes)
         except EventError as exc:
             return DeadLetter(record, exc.error_type, exc.reason)
+        if self.pseudonym is not None:
+            event = pseudonymize(event, self.pseudonym)
+            record = replace(record, key=event.user_id.encode())
         key = record.key
         assert key is not None  # checked by decode_record
         raw = self.state.get(key)
@@ -131,3 +160,12 @@ class Intake:
         if not update.duplicate and self.on_activity is not None:
             self.on_activity(event.user_id, event.timestamp)
         return Scorable(record, event, update.context, len(update.context), update.duplicate)
+
+    def _forget(self, record: Record, key: bytes) -> Forgotten:
+        user_id = key.decode("utf-8", "replace")
+        if self.pseudonym is not None:
+            user_id = self.pseudonym(user_id)
+        history = forget_user(self.state, user_id.encode())
+        if history is not None and self.on_forget is not None:
+            self.on_forget(user_id, history)
+        return Forgotten(record, history is not None)

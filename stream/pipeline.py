@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka.errors import MessageSizeTooLargeError
 
 from nextbehavior.stream.batcher import MicroBatcher
-from nextbehavior.stream.intake import DeadLetter, Intake, Record, Scorable
+from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable, Work
 from nextbehavior.stream.predictions import build_prediction, reasons
 from nextbehavior.stream.predictor import BatchOutput, Predictor
 from nextbehavior.stream.stats import Stats
@@ -67,7 +67,7 @@ class Pipeline(Generic[Token]):
         self.dlq_topic = dlq_topic
         self.explain = explain
         self.stats = stats if stats is not None else Stats()
-        self.batcher: MicroBatcher[tuple[Token, Scorable | DeadLetter]] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[Token, Work]] = MicroBatcher(
             self._handle, max_size=batch_size, max_wait_s=batch_wait_s
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -98,12 +98,15 @@ class Pipeline(Generic[Token]):
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _handle(self, batch: list[tuple[Token, Scorable | DeadLetter]]) -> None:
+    async def _handle(self, batch: list[tuple[Token, Work]]) -> None:
         predictor = self.predictor
         scorable = [w for _, w in batch if isinstance(w, Scorable)]
         scored = iter(await self._score(predictor, scorable) if scorable else [])
         out: list[Outgoing] = []
         for _, work in batch:
+            if isinstance(work, Forgotten):  # a user's state deleted: nothing to send
+                self.stats.events["forgotten"] += 1
+                continue
             result = next(scored) if isinstance(work, Scorable) else work
             if isinstance(result, DeadLetter):
                 rec = result.record

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout")
     request_timeout_s: float = Field(30.0, gt=0, description="Kafka request timeout")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="Faust processing guarantee; exactly_once needs Apache Kafka (transactions)",
+    )
+    broker_wait_s: float = Field(
+        300.0, ge=0, description="At start, wait this long for the broker and input topic"
+    )
 
     # --- Model / inference -----------------------------------------------------------------
     bundle: Path | None = Field(None, description="Model bundle dir, or a dir of bundles")

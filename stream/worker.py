@@ -21,9 +21,11 @@ from faust.web import Request, Response, View
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.connection import aiokafka_options
+from nextbehavior.stream.durability import ChangelogBarrier, tracked_table
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.pipeline import Headers, Pipeline
 from nextbehavior.stream.predictor import Predictor
+from nextbehavior.stream.privacy import activity_eraser, pseudonymizer
 from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.stats import Stats
 
@@ -96,7 +98,7 @@ def faust_config(settings: Settings, partitions: int) -> dict[str, Any]:
         "broker_credentials": broker_credentials(settings),
         "store": "memory://",
         "datadir": str(settings.state_dir / settings.app_id),
-        "processing_guarantee": "at_least_once",
+        "processing_guarantee": settings.processing_guarantee,
         "producer_acks": -1,
         # Changelog writes and predictions travel in fewer, larger requests: about +25% ev/s
         # on the embedded broker for at most 5 ms more latency (NBP_FAUST_PRODUCER_LINGER).
@@ -121,7 +123,11 @@ def build_app(
     settings: Settings, predictor: Predictor, *, partitions: int, compat: BrokerCompat
 ) -> WorkerApp:
     """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
-    app = faust.App(settings.app_id, **faust_config(settings, partitions))
+    # Every table tracks its changelog writes; an event is acked once they are durable.
+    barrier = ChangelogBarrier(timeout_s=4 * settings.request_timeout_s)
+    app = faust.App(
+        settings.app_id, **faust_config(settings, partitions), Table=tracked_table(barrier)
+    )
     apply_compat(app, compat)
     source = app.topic(
         settings.input_topic,
@@ -156,12 +162,15 @@ def build_app(
         counts[hour] = count
         stats.observe_activity(count)
 
+    key = settings.pseudonymize_key
     intake = Intake(
         state,
         max_len=predictor.max_len,
         horizon_ms=settings.history_horizon_s * 1000 or None,
         max_bytes=settings.max_event_bytes,
         on_activity=count_activity,
+        pseudonym=pseudonymizer(key.get_secret_value().encode()) if key else None,
+        on_forget=activity_eraser(activity),
     )
     worker = WorkerApp(app, settings, predictor, intake, partitions, stats)
 
@@ -177,7 +186,7 @@ def build_app(
             intake,
             worker.predictor,
             send=send,
-            ack=events.ack,
+            ack=barrier.guard(events.ack),
             output_topic=settings.output_topic,
             dlq_topic=settings.dlq_topic,
             batch_size=settings.batch_size,

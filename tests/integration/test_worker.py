@@ -60,7 +60,7 @@ def bad_records() -> list[tuple[bytes | None, bytes | None, str]]:
         (b"u0", b"\xff\xfe\xfa", "not_utf8"),
         (b"u1", b"[1, 2]", "not_object"),
         (b"u1", b"", "empty"),
-        (b"u1", None, "empty"),
+        (b"", None, "empty"),  # keyed by a user, a null is a forget request (test_reliability)
         (b"u2", orjson.dumps({k: v for k, v in ok.items() if k != "item_id"}), "missing_field"),
         (b"u2", orjson.dumps({**ok, "timestamp": "noon"}), "wrong_type"),
         (b"u2", orjson.dumps({**ok, "timestamp": 10**16}), "invalid_value"),

@@ -78,7 +78,7 @@ def test_duplicate_is_scorable_without_a_state_write() -> None:
         (b"\xff\xfe{}", b"u1", "not_utf8"),
         (b"[1, 2]", b"u1", "not_object"),
         (b"", b"u1", "empty"),
-        (None, b"u1", "empty"),
+        (None, None, "empty"),  # keyed: a forget request (test_privacy.py)
         (b"x" * 2000, b"u1", "too_large"),
         ({k: v for k, v in event("e").items() if k != "item_id"}, b"u1", "missing_field"),
         (event("e", ts="yesterday"), b"u1", "wrong_type"),

@@ -1,0 +1,89 @@
+"""Users' privacy: pseudonymous user ids, and forgetting a user.
+
+**Pseudonymization** (``NBP_PSEUDONYMIZE_KEY``): the worker replaces each valid event's
+``user_id`` by ``HMAC-SHA256(key, user_id)`` in hex (64 characters) right after decoding and
+the key check, before anything is stored or published: the state table's key (and so its
+changelog), the activity table, the prediction's record key and its ``user_id`` field all
+carry the pseudonym. The same user always gets the same pseudonym under the same key, so
+per-user order, state and dedupe work unchanged; without the key, the pseudonym cannot be
+reversed or recomputed from a guessed id. The dead-letter topic keeps the original key and
+bytes (that is its contract: a bad record is forwarded untouched for inspection), so it must
+be protected like the input topic. Changing the key starts every user afresh.
+
+**Forgetting** (``nextbehavior forget USER_ID``): a *tombstone* (a record with the user's id as
+key and a null value) on the input topic asks the worker to delete that user's state. It
+travels the user's partition in order with their events, so everything before it is
+forgotten and everything after starts afresh. The worker deletes the user's sequence state
+(a changelog tombstone follows, so a restart does not bring it back) and the hourly activity
+counts of the hours their state covered; it publishes no prediction and no dead letter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from nextbehavior.stream.events import Event
+from nextbehavior.stream.history import Step
+from nextbehavior.stream.state import StateError, decode_history
+
+logger = logging.getLogger(__name__)
+
+Pseudonym = Callable[[str], str]
+"""Maps a user id to the id the worker stores and publishes."""
+
+
+def pseudonymizer(key: bytes) -> Pseudonym:
+    """``user_id -> hex(HMAC-SHA256(key, user_id))``; refuses an empty key."""
+    if not key:
+        raise ValueError("the pseudonymization key must not be empty")
+
+    def pseudonym(user_id: str) -> str:
+        return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return pseudonym
+
+
+def pseudonymize(event: Event, pseudonym: Pseudonym) -> Event:
+    """``event`` with its ``user_id`` replaced by the pseudonym."""
+    return dataclasses.replace(event, user_id=pseudonym(event.user_id))
+
+
+def forget_user(state: MutableMapping[bytes, bytes], key: bytes) -> list[Step] | None:
+    """Delete ``key``'s state (for a Faust table, this sends the changelog tombstone).
+
+    Returns the history that was held (``[]`` if unreadable), or None if there was none.
+    """
+    raw = state.get(key)
+    if raw is None:
+        return None
+    del state[key]
+    try:
+        return decode_history(raw)
+    except StateError:
+        return []
+
+
+def activity_eraser(activity: Any) -> Callable[[str, list[Step]], int]:
+    """For a Faust tumbling-window table keyed by user id (``app.Table(...).tumbling(...)``):
+    a function that deletes a user's counts in the windows their history's events fell in
+    (each deletion a changelog tombstone); returns how many rows it deleted. Windows older
+    than the table's expiry are already gone from the store."""
+    table = activity.table
+    window = table.window
+
+    def erase(user_id: str, history: list[Step]) -> int:
+        ranges = {window.current(step.timestamp / 1000.0) for step in history}
+        deleted = 0
+        for window_range in sorted(ranges):
+            key = (user_id, window_range)
+            if key in table:
+                del table[key]
+                deleted += 1
+        return deleted
+
+    return erase
