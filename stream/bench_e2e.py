@@ -1,0 +1,282 @@
+"""``nextbehavior bench e2e``: the worker against the bare stream engine, in one run.
+
+Both run as child processes on the same broker, with the same topic layout, partitions,
+Faust settings and synthetic events (:mod:`nextbehavior.stream.loadgen`):
+
+1. **Throughput.** The process(es) start and get their partitions; then a backlog of events is
+   produced as fast as the broker takes it. Sustained events/s = outputs / time from the first
+   to the last output (the outputs' record timestamps, set when the process under test sent
+   them). First the worker (with a model bundle), then the passthrough
+   (:mod:`nextbehavior.stream.passthrough`).
+2. **Latency.** Then each gets a steady stream at half the worker's measured maximum; latency =
+   when the output was read here minus when the event was sent from here (same clock): event
+   produce time to prediction availability. Percentiles over every event of that phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from nextbehavior.stream.bundle import read_manifest
+from nextbehavior.stream.loadgen import (
+    Outgoing,
+    OutputCollector,
+    produce_backlog,
+    produce_paced,
+    synthetic_events,
+)
+from nextbehavior.stream.machine import load_average, machine_info, versions
+from nextbehavior.stream.settings import Settings, get_settings
+from nextbehavior.stream.topics import TopicSpec, ensure_topics
+from nextbehavior.stream.worker_process import (
+    PASSTHROUGH_MODULE,
+    WORKER_MODULE,
+    ChildProcess,
+    wait_group_settled,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAINED_BUNDLE: Final = Path("runs/ml100k-bundle")
+ML100K_ITEMS: Final = 1683  # 1682 movies + padding
+
+
+@dataclass(frozen=True)
+class E2EOptions:
+    events: int = 20_000
+    users: int | None = None  # None: events // 50 (so histories fill up to max_len 50)
+    partitions: int = 4
+    workers: int = 1
+    latency_s: float = 10.0
+    bundle: Path | None = None
+    skip_passthrough: bool = False
+    profile_dir: Path | None = None  # py-spy profiles of the backlog phase, collapsed stacks
+
+
+def default_bundle(work: Path) -> tuple[Path, str]:
+    """The trained ML-100K bundle if present, else a random-init default-config model of the
+    ML-100K catalogue exported to ``work`` (timing does not depend on the weights; needs torch).
+    """
+    if (TRAINED_BUNDLE / "manifest.json").is_file():
+        return TRAINED_BUNDLE, f"trained ML-100K model ({TRAINED_BUNDLE})"
+    import torch
+
+    from nextbehavior.export.writer import export_bundle
+    from nextbehavior.model.checkpoint import save_checkpoint
+    from nextbehavior.model.config import ModelConfig
+    from nextbehavior.model.transformer import BehaviorTransformer
+
+    cfg = ModelConfig(ML100K_ITEMS, 2)
+    torch.manual_seed(0)
+    model = BehaviorTransformer(cfg).eval()
+    items = ["[PAD]", *(str(i) for i in range(1, ML100K_ITEMS))]
+    ckpt = save_checkpoint(
+        work / "checkpoint", model, items, ["[PAD]", "interaction"], {}, {"source": "random"}
+    )
+    export_bundle(ckpt, work / "bundle")
+    return work / "bundle", "random-init default-config model, ML-100K catalogue (1682 items)"
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 (ms, 2 decimals) of values in seconds."""
+    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in (50, 95, 99)}
+
+
+@dataclass
+class PhaseResult:
+    events_per_s: float
+    latency_ms: dict[str, float] | None
+    latency_rate: float | None
+    load_before: list[float]
+    load_after: list[float]
+    stats: list[dict[str, Any]]
+
+
+class Bench:
+    """One benchmark run on one broker; ``run_phase`` per process kind."""
+
+    def __init__(self, settings: Settings, options: E2EOptions, bundle: Path, work: Path) -> None:
+        self.settings = settings
+        self.options = options
+        self.bundle = bundle
+        self.work = work
+        manifest = read_manifest(bundle)
+        users = options.users or max(1, options.events // 50)
+        now_ms = int(time.time() * 1000)
+        step_ms = 50
+        total = options.events + int(options.latency_s * 5_000)  # room for any latency rate
+        self.start_ms = now_ms - total * step_ms
+        self.items = manifest.items[1:]
+        self.types = manifest.event_types[1:]
+        self.users = users
+        self.backlog = synthetic_events(
+            options.events,
+            users=users,
+            items=self.items,
+            event_types=self.types,
+            start_ms=self.start_ms,
+            step_ms=step_ms,
+        )
+
+    def _paced_events(self, n: int) -> list[Outgoing]:
+        return synthetic_events(
+            n,
+            users=self.users,
+            items=self.items,
+            event_types=self.types,
+            start_ms=self.start_ms + self.options.events * 50,
+            seed=1,
+        )
+
+    async def run_phase(self, kind: str, latency_rate: float | None) -> PhaseResult:
+        """Throughput of ``kind`` ("worker" or "passthrough") on the backlog, then latency at
+        ``latency_rate`` events/s (None: half the measured throughput)."""
+        opts, tag = self.options, uuid.uuid4().hex[:8]
+        names = {k: f"bench-{kind}-{k}-{tag}" for k in ("events", "predictions", "dlq")}
+        await ensure_topics(
+            self.settings, [TopicSpec(n, opts.partitions) for n in names.values()], timeout_s=30
+        )
+        env = {
+            "NBP_BROKER": self.settings.broker,
+            "NBP_INPUT_TOPIC": names["events"],
+            "NBP_OUTPUT_TOPIC": names["predictions"],
+            "NBP_DLQ_TOPIC": names["dlq"],
+            "NBP_APP_ID": f"bench-{kind}-{tag}",
+            "NBP_BUNDLE": str(self.bundle),
+            "NBP_STATE_DIR": str(self.work / "state" / tag),
+            "NBP_LOG_LEVEL": os.environ.get("NBP_LOG_LEVEL", "WARNING"),
+        }
+        module = WORKER_MODULE if kind == "worker" else PASSTHROUGH_MODULE
+        procs = [
+            ChildProcess(f"{kind}{n}-{tag}", module, env, self.work) for n in range(opts.workers)
+        ]
+        collector = OutputCollector(self.settings, names["predictions"], opts.partitions)
+        try:
+            await asyncio.to_thread(wait_group_settled, procs, opts.partitions, 180.0)
+            await collector.start()
+            load_before = load_average()
+            spies = [self._spy(p) for p in procs] if opts.profile_dir else []
+            logger.info("%s: producing a backlog of %d events", kind, len(self.backlog))
+            await produce_backlog(self.settings, names["events"], self.backlog)
+            await self._wait(collector, [e.event_id for e in self.backlog], procs)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
+            span_s = max(1, max(produced) - min(produced)) / 1000.0
+            eps = (len(produced) - 1) / span_s
+            logger.info("%s: %.0f events/s over %.1f s", kind, eps, span_s)
+            rate = latency_rate if latency_rate is not None else eps / 2
+            latency = None
+            if opts.latency_s > 0:
+                paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
+                logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
+                sent = await produce_paced(self.settings, names["events"], paced, rate)
+                await self._wait(collector, list(sent), procs)
+                latency = percentiles([collector.arrivals[i].read_s - t for i, t in sent.items()])
+            load_after = load_average()
+            stats = [s for s in (p.stats() for p in procs) if s is not None]
+        finally:
+            await collector.stop()
+            codes = [p.stop() for p in procs]
+        if any(codes):
+            logger.warning("%s exit codes %s (logs in %s)", kind, codes, self.work)
+        return PhaseResult(eps, latency, rate, load_before, load_after, stats)
+
+    def _spy(self, proc: ChildProcess) -> subprocess.Popen[bytes]:
+        """``py-spy record`` of ``proc`` (CPU samples, per thread, collapsed stacks)."""
+        assert self.options.profile_dir is not None
+        self.options.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.options.profile_dir / f"{proc.name.rsplit('-', 1)[0]}.txt"
+        exe = Path(sys.executable).with_name("py-spy")
+        cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(proc.pid)]
+        cmd += ["--format", "raw", "--threads", "--rate", "200", "--output", str(out)]
+        logger.info("profiling %s into %s", proc.name, out)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def _wait(
+        self, collector: OutputCollector, ids: list[str], procs: Sequence[ChildProcess]
+    ) -> None:
+        timeout = 120.0 + len(ids) / 100.0
+        waiting = asyncio.create_task(collector.wait_for(ids, timeout))
+        while not waiting.done():
+            for p in procs:
+                p.check_alive()
+            await asyncio.sleep(0.2)
+        if not waiting.result():
+            got = sum(1 for i in ids if i in collector.arrivals)
+            raise TimeoutError(f"only {got} of {len(ids)} outputs within {timeout:.0f}s")
+
+
+async def measure(settings: Settings, options: E2EOptions, work: Path) -> dict[str, Any]:
+    """Run both phases; the result object of ``bench e2e --json``."""
+    if options.bundle is not None:
+        bundle, model = options.bundle, f"given bundle ({options.bundle})"
+    else:
+        bundle, model = await asyncio.to_thread(default_bundle, work)
+    bench = Bench(settings, options, bundle, work)
+    machine = machine_info()
+    worker = await bench.run_phase("worker", None)
+    passthrough = None
+    if not options.skip_passthrough:
+        passthrough = await bench.run_phase("passthrough", worker.latency_rate)
+    pt_eps = passthrough.events_per_s if passthrough else None
+    manifest = read_manifest(bundle)
+    return {
+        "events_per_s": round(worker.events_per_s, 1),
+        "passthrough_events_per_s": round(pt_eps, 1) if pt_eps else None,
+        "ratio": round(worker.events_per_s / pt_eps, 3) if pt_eps else None,
+        "latency_ms": worker.latency_ms,
+        "latency_rate_per_s": round(worker.latency_rate or 0.0, 1),
+        "passthrough_latency_ms": passthrough.latency_ms if passthrough else None,
+        "events": options.events,
+        "users": bench.users,
+        "partitions": options.partitions,
+        "workers": options.workers,
+        "model": model,
+        "model_version": manifest.model_version,
+        "n_items": len(manifest.items) - 1,
+        "max_len": manifest.max_len,
+        "worker_stats": [_brief(s) for s in worker.stats],
+        "load_avg": {
+            "worker": [worker.load_before, worker.load_after],
+            "passthrough": [passthrough.load_before, passthrough.load_after]
+            if passthrough
+            else None,
+        },
+        "machine": machine,
+        "versions": versions(),
+    }
+
+
+def _brief(stats: dict[str, Any]) -> dict[str, Any]:
+    keys = ("events", "batches", "mean_batch", "max_batch", "inference_s")
+    return {k: stats[k] for k in keys if k in stats}
+
+
+def run_e2e(options: E2EOptions, broker: str | None) -> dict[str, Any]:
+    """Start the embedded broker unless ``broker`` is given, then :func:`measure`."""
+    from nextbehavior.stream.broker import EmbeddedBroker
+
+    with tempfile.TemporaryDirectory(prefix="nextbehavior-bench-") as tmp:
+        work = Path(tmp)
+        if broker is not None:
+            return asyncio.run(measure(get_settings(broker=broker), options, work))
+        with EmbeddedBroker(log_path=work / "broker.log") as embedded:
+            return asyncio.run(measure(get_settings(broker=embedded.url), options, work))

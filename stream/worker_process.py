@@ -1,0 +1,108 @@
+"""A worker (or the passthrough) as a child process, for benchmarks: start, wait, stop.
+
+Configured through ``NBP_*`` variables; its log goes to a file, whose tail is shown when it
+fails. Readiness and assignment come from its ``/stats`` page (``assigned`` partitions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from nextbehavior.stream.broker import free_port
+
+WORKER_MODULE: Final = ("-m", "nextbehavior.stream", "worker")
+PASSTHROUGH_MODULE: Final = ("-m", "nextbehavior.stream.passthrough")
+
+
+class ProcessError(RuntimeError):
+    """A child process died or did not get ready; the message carries its log tail."""
+
+
+class ChildProcess:
+    """``python <args>`` with ``env`` added to ours and a fresh web port."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.web_port = free_port()
+        self.log = log_dir / f"{name}.log"
+        self.started_at = time.monotonic()
+        full_env = {**os.environ, **env, "NBP_WEB_PORT": str(self.web_port)}
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *args],
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stats(self) -> dict[str, Any] | None:
+        """``/stats`` as JSON, or None while the web server does not answer."""
+        url = f"http://127.0.0.1:{self.web_port}/stats"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            return None
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ProcessError(
+                f"{self.name} exited with {self.proc.returncode}; log {self.log}:\n{self.tail()}"
+            )
+
+    def wait_assigned(self, timeout_s: float = 120.0) -> float:
+        """Wait until ``/stats`` lists assigned partitions; seconds since the process started."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            stats = self.stats()
+            if stats is not None and stats.get("assigned"):
+                return time.monotonic() - self.started_at
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.name} got no partitions within {timeout_s:g}s")
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout_s``; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(10)
+
+
+def wait_group_settled(procs: Sequence[ChildProcess], partitions: int, timeout_s: float) -> None:
+    """Wait until the processes together own every partition, each some, none twice."""
+    deadline = time.monotonic() + timeout_s
+    owned: list[set[int]] = []
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check_alive()
+        owned = [set((p.stats() or {}).get("assigned", [])) for p in procs]
+        union = set().union(*owned)
+        if all(owned) and sum(map(len, owned)) == len(union) == partitions:
+            return
+        time.sleep(0.1)
+    raise ProcessError(f"partitions never split between the processes: {owned}")
