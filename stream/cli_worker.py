@@ -67,6 +67,7 @@ def run_worker(settings: Settings) -> None:
     """
     import faust
 
+    from nextbehavior.stream.broker_wait import BrokerWaitError, wait_for_broker
     from nextbehavior.stream.bundle import BundleError
     from nextbehavior.stream.compat import CompatError, resolve_compat
     from nextbehavior.stream.predictor import Predictor
@@ -84,6 +85,7 @@ def run_worker(settings: Settings) -> None:
     except OSError as exc:
         fail(f"cannot create the state directory {settings.state_dir}: {exc}")
     try:
+        asyncio.run(wait_for_broker(settings))  # a broker not up yet: retry with backoff
         compat = resolve_compat(settings)
         partitions = asyncio.run(_prepare_topics(settings))
         loop = _event_loop()
@@ -92,7 +94,7 @@ def run_worker(settings: Settings) -> None:
         loop.run_until_complete(
             _prepare_changelogs(settings, worker.changelog_topics(), partitions)
         )
-    except (CompatError, TopicError) as exc:
+    except (BrokerWaitError, CompatError, TopicError) as exc:
         fail(str(exc))
     logger.info(
         "worker %s: %s -> %s (dead letters: %s), %d partitions, model %s, web %s:%d",
