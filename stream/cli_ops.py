@@ -99,6 +99,35 @@ def bench_e2e(
         typer.echo(orjson.dumps(result).decode())
 
 
+def forget(
+    user_id: Annotated[str, typer.Argument(help="The user's real id (as in their events)")],
+    broker: BrokerOption = None,
+) -> None:
+    """Delete a user's state everywhere the worker keeps it (table and changelog).
+
+    Publishes a tombstone keyed by USER_ID on the input topic; the worker deletes the user's
+    sequence state and activity counts when it reaches it, in order with their events.
+    """
+    import asyncio
+
+    from nextbehavior.stream.privacy import ForgetError, request_forget
+    from nextbehavior.stream.settings import get_settings
+
+    settings = get_settings(broker=broker)
+    setup_logging("WARNING")
+    try:
+        partition, offset = asyncio.run(
+            request_forget(settings, user_id, timeout_s=settings.request_timeout_s)
+        )
+    except ForgetError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"forget request for {user_id!r} sent to {settings.input_topic}[{partition}]@{offset}; "
+        "the worker deletes their state when it gets there"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.add_typer(bench_app)
+    app.command()(forget)

@@ -20,6 +20,7 @@ counts of the hours their state covered; it publishes no prediction and no dead 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -27,8 +28,10 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from nextbehavior.stream.events import Event
+from nextbehavior.stream.connection import aiokafka_options
+from nextbehavior.stream.events import MAX_ID_CHARS, Event
 from nextbehavior.stream.history import Step
+from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.state import StateError, decode_history
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,42 @@ def forget_user(state: MutableMapping[bytes, bytes], key: bytes) -> list[Step] |
         return decode_history(raw)
     except StateError:
         return []
+
+
+class ForgetError(RuntimeError):
+    """A forget request could not be sent; one-line reason."""
+
+
+async def request_forget(settings: Settings, user_id: str, *, timeout_s: float) -> tuple[int, int]:
+    """Publish the forget request for ``user_id`` (the real id, never the pseudonym): a
+    tombstone keyed by it on the input topic. Returns its ``(partition, offset)``."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from nextbehavior.stream.topics import TopicError, list_topics
+
+    if not user_id.strip() or len(user_id) > MAX_ID_CHARS:
+        raise ForgetError(f"a user id is 1 to {MAX_ID_CHARS} characters, not blank")
+    try:
+        topics = await list_topics(settings, timeout_s=timeout_s)
+    except TopicError as exc:
+        raise ForgetError(str(exc)) from None
+    if settings.input_topic not in topics:  # a produce would auto-create it on some brokers
+        raise ForgetError(f"input topic {settings.input_topic!r} does not exist")
+    producer = AIOKafkaProducer(**aiokafka_options(settings), acks="all")
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.start()
+            meta = await producer.send_and_wait(settings.input_topic, None, key=user_id.encode())
+    except TimeoutError:
+        raise ForgetError(
+            f"broker {settings.bootstrap} did not take it within {timeout_s:g}s"
+        ) from None
+    except KafkaError as exc:
+        raise ForgetError(f"broker {settings.bootstrap}: {exc}") from None
+    finally:
+        await producer.stop()
+    return meta.partition, meta.offset
 
 
 def activity_eraser(activity: Any) -> Callable[[str, list[Step]], int]:
