@@ -71,13 +71,24 @@ def run_worker(settings: Settings) -> None:
     from nextbehavior.stream.bundle import BundleError
     from nextbehavior.stream.compat import CompatError, resolve_compat
     from nextbehavior.stream.predictor import Predictor
+    from nextbehavior.stream.reload import BundleDirectory, is_bundle, load_newest
     from nextbehavior.stream.topics import TopicError
     from nextbehavior.stream.worker import build_app
 
     if settings.bundle is None:
         fail("no model bundle: pass --bundle DIR or set NBP_BUNDLE")
+
+    def load(path: Path) -> Predictor:
+        return Predictor(path, settings.providers, settings.intra_op_threads)
+
+    bundles = None  # a directory of bundles: serve the newest, watch for newer ones
     try:
-        predictor = Predictor(settings.bundle, settings.providers, settings.intra_op_threads)
+        if is_bundle(settings.bundle) or not settings.bundle.is_dir():
+            predictor = load(settings.bundle)
+        else:
+            bundles = BundleDirectory(settings.bundle)
+            loaded, refused = load_newest(bundles, load)
+            predictor = loaded.predictor
     except BundleError as exc:
         fail(str(exc))
     try:
@@ -96,6 +107,9 @@ def run_worker(settings: Settings) -> None:
         )
     except (BrokerWaitError, CompatError, TopicError) as exc:
         fail(str(exc))
+    if bundles is not None and settings.reload_interval_s > 0:
+        assert worker.ops is not None
+        worker.ops.watch(bundles, loaded, refused, load)
     logger.info(
         "worker %s: %s -> %s (dead letters: %s), %d partitions, model %s, web %s:%d",
         settings.app_id,
@@ -121,7 +135,11 @@ def run_worker(settings: Settings) -> None:
 
 def worker(
     bundle: Annotated[
-        Path | None, typer.Option(help="Model bundle directory (default: NBP_BUNDLE)")
+        Path | None,
+        typer.Option(
+            help="A model bundle, or a directory of bundles: the newest is served and newer "
+            "ones are picked up while running (default: NBP_BUNDLE)"
+        ),
     ] = None,
     broker: BrokerOption = None,
     app_id: Annotated[

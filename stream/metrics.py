@@ -136,7 +136,7 @@ class _ScrapeCollector(Collector):
         events = CounterMetricFamily(
             "nextbehavior_events", "Input records by outcome", labels=["outcome"]
         )
-        for outcome in OUTCOMES:
+        for outcome in sorted({*OUTCOMES, *self.stats.events}):  # and any newer outcome
             events.add_metric([outcome], self.stats.events.get(outcome, 0))
         yield events
         errors = CounterMetricFamily(

@@ -231,13 +231,16 @@ class Operations:
         consumer = self._app().consumer
         owned = self._owned()
         self.health.assigned((tp.topic, tp.partition) for tp in owned)
-        committed = getattr(consumer, "_committed_offset", {})  # Faust's, read defensively
+        # Faust's committed offsets (a private map, read defensively): None there means no
+        # commit or 0, so the group starts from the beginning; before a partition's first record
+        # is processed, its position counts from 0 then.
+        committed = getattr(consumer, "_committed_offset", None)
         for tp in owned:
             try:
                 highwater = consumer.highwater(tp)
             except (ConsumerNotStarted, IllegalStateError, KeyError):
                 highwater = None
-            position = committed.get(tp)
+            position = None if committed is None else committed.get(tp) or 0
             self.health.offsets(
                 (tp.topic, tp.partition),
                 position=position if isinstance(position, int) else None,

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka.errors import MessageSizeTooLargeError
 
@@ -39,6 +39,18 @@ SEND_ATTEMPTS = 3
 SEND_BACKOFF_S = 0.5
 
 
+class BatchObserver(Protocol):
+    """Told about each batch once its outputs are delivered (metrics, health; must not raise)."""
+
+    def batch_done(
+        self,
+        predictor: Predictor,
+        batch: Sequence[tuple[Any, Any]],
+        results: Sequence[bytes | DeadLetter],
+    ) -> None:
+        """``batch`` as taken; ``results``: one per Scorable work, in order."""
+
+
 class SendFailedError(RuntimeError):
     """Outputs could not be delivered after retries; the worker must stop (nothing is acked)."""
 
@@ -59,8 +71,10 @@ class Pipeline(Generic[Token]):
         batch_wait_s: float,
         explain: bool = False,
         stats: Stats | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.intake = intake
+        self.observer = observer
         self.send = send
         self.ack = ack
         self.output_topic = output_topic
@@ -101,7 +115,8 @@ class Pipeline(Generic[Token]):
     async def _handle(self, batch: list[tuple[Token, Work]]) -> None:
         predictor = self.predictor
         scorable = [w for _, w in batch if isinstance(w, Scorable)]
-        scored = iter(await self._score(predictor, scorable) if scorable else [])
+        results = await self._score(predictor, scorable) if scorable else []
+        scored = iter(results)
         out: list[Outgoing] = []
         for _, work in batch:
             if isinstance(work, Forgotten):  # a user's state deleted: nothing to send
@@ -124,6 +139,8 @@ class Pipeline(Generic[Token]):
                 assert isinstance(work, Scorable)
                 self.stats.events["duplicate" if work.duplicate else "predicted"] += 1
         await self._send_all(out)
+        if self.observer is not None:
+            self.observer.batch_done(predictor, batch, results)
         for token, _ in batch:
             await self.ack(token)
 

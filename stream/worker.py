@@ -23,6 +23,7 @@ from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.connection import aiokafka_options
 from nextbehavior.stream.durability import ChangelogBarrier, tracked_table
 from nextbehavior.stream.intake import Intake, Record
+from nextbehavior.stream.operations import Operations
 from nextbehavior.stream.pipeline import Headers, Pipeline
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.privacy import activity_eraser, pseudonymizer
@@ -49,6 +50,7 @@ class WorkerApp:
     partitions: int
     stats: Stats = field(default_factory=Stats)
     pipeline: Pipeline[Any] | None = None
+    ops: Operations | None = None  # /metrics, /healthz, /readyz, hot reload
 
     def changelog_topics(self) -> list[str]:
         """The tables' changelog topics: each needs ``partitions`` partitions before start."""
@@ -151,7 +153,8 @@ def build_app(
         partitions=partitions,  # keys (user_id, (start, end)) and counts: json
         help="(user_id, hour window) -> events",
     ).tumbling(ACTIVITY_WINDOW_S, expires=ACTIVITY_EXPIRES)
-    stats = Stats()
+    ops = Operations(settings, predictor)
+    stats = ops.stats
     window = activity.table.window
     assert window is not None
 
@@ -172,7 +175,7 @@ def build_app(
         pseudonym=pseudonymizer(key.get_secret_value().encode()) if key else None,
         on_forget=activity_eraser(activity),
     )
-    worker = WorkerApp(app, settings, predictor, intake, partitions, stats)
+    worker = WorkerApp(app, settings, predictor, intake, partitions, stats, ops=ops)
 
     async def send(
         topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -193,6 +196,7 @@ def build_app(
             batch_wait_s=settings.batch_wait_ms / 1000.0,
             explain=settings.explain,
             stats=stats,
+            observer=ops,
         )
         worker.pipeline = pipeline
         runner = asyncio.ensure_future(pipeline.run())
@@ -221,6 +225,7 @@ def build_app(
             body["pending"] = pending
             return self.json(body)
 
+    ops.install(worker)
     del predict, StatsView  # registered on the app
     return worker
 
