@@ -127,3 +127,55 @@ def test_image_is_built_from_this_repo() -> None:
     assert re.search(r"^RUN pip install \. ", dockerfile, re.M), "runtime only, no extras"
     assert not re.search(r"^RUN .*torch", dockerfile, re.M)
     assert 'ENTRYPOINT ["nextbehavior"]' in dockerfile
+
+
+def test_worker_healthcheck_asks_liveness_on_its_web_port() -> None:
+    check = " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    port = _env("worker")["NBP_WEB_PORT"]
+    assert f"http://127.0.0.1:{port}/healthz" in check
+    assert check.startswith("CMD python -c ")  # the slim image has python, not curl
+
+
+def test_worker_watches_the_bundle_directory() -> None:
+    ctx = _parse(list(SERVICES["worker"]["command"]))
+    assert str(ctx.params["bundle"]) == "/bundles"  # a directory of bundles, newest served
+    assert float(_env("worker")["NBP_RELOAD_INTERVAL_S"]) > 0
+
+
+def test_prometheus_is_optional_and_scrapes_every_worker() -> None:
+    prom = SERVICES["prometheus"]
+    assert prom["profiles"] == ["monitoring"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prom["image"])
+    mounts = {m.split(":")[1]: ROOT / m.split(":")[0] for m in prom["volumes"]}
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    assert set(config["rule_files"]) <= set(mounts)
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"  # all replicas of the service
+    assert sd["port"] == int(_env("worker")["NBP_WEB_PORT"])
+    for mapping in prom["ports"]:
+        assert str(mapping).startswith("127.0.0.1:")
+
+
+def test_alerts_use_metrics_the_worker_exports() -> None:
+    from nextbehavior.stream.metrics import WorkerMetrics
+    from nextbehavior.stream.online_eval import OnlineEvaluator
+    from nextbehavior.stream.stats import Stats
+
+    metrics = WorkerMetrics(
+        Stats(), evaluator=OnlineEvaluator(), state_users=lambda: 0, lag=lambda: {("t", 0): 0}
+    )
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in metrics.render().decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    rules = yaml.safe_load((ROOT / "deploy/alerts.yml").read_text())
+    used = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\bnextbehavior_[a-z0-9_]+", rule["expr"])
+    }
+    assert used and used <= exported, used - exported
