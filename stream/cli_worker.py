@@ -120,6 +120,7 @@ def run_worker(settings: Settings) -> None:
         predictor.manifest.model_version,
         settings.web_host,
         settings.web_port,
+        extra={"model_version": predictor.manifest.model_version},
     )
     runner = faust.Worker(
         worker.app,

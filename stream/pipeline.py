@@ -98,7 +98,9 @@ class Pipeline(Generic[Token]):
         try:
             work = self.intake.take(record)
         except Exception as exc:  # a bug on one record must not stall a partition
-            logger.exception("worker failed on record %s[%d]@%d", *_where(record))
+            logger.exception(
+                "worker failed on record %s[%d]@%d", *_where(record), extra=_fields(record)
+            )
             work = DeadLetter(record, "internal_error", f"worker failed on this record: {exc!r}")
         await self.batcher.put((token, work))
 
@@ -133,6 +135,7 @@ class Pipeline(Generic[Token]):
                     *_where(rec),
                     result.error_type,
                     result.reason,
+                    extra=_fields(rec),
                 )
             else:
                 out.append((self.output_topic, work.record.key, result, None))
@@ -155,7 +158,11 @@ class Pipeline(Generic[Token]):
                 self._executor, predictor.predict_histories, [w.context for w in items]
             )
         except Exception:  # ORT raises its own types; retry one by one below
-            logger.exception("inference failed on a batch of %d; retrying one by one", len(items))
+            logger.exception(
+                "inference failed on a batch of %d; retrying one by one",
+                len(items),
+                extra={"model_version": predictor.manifest.model_version},
+            )
             return await self._score_singly(predictor, items)
         self.stats.observe_batch(len(items), time.perf_counter() - started)
         return self._predictions(predictor, items, output)
@@ -243,3 +250,8 @@ def _failed(result: Any) -> bool:
 
 def _where(record: Record) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
+
+
+def _fields(record: Record) -> dict[str, int]:
+    """Log fields of a record (JSON logs); no key: it may be a raw user id."""
+    return {"partition": record.partition, "offset": record.offset}

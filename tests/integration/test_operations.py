@@ -196,7 +196,7 @@ def test_hot_reload_mid_stream_and_broken_bundle_refused(
     root = tmp_path / "bundles"
     root.mkdir()
     copy_bundle(tiny_bundle, root, "first", "v1", "2024-01-01T00:00:00Z")
-    env = app_env(broker, NBP_RELOAD_INTERVAL_S="0.3")
+    env = app_env(broker, NBP_RELOAD_INTERVAL_S="0.3", NBP_LOG_JSON="true")
     worker = spawn(root, env, "reload")
     wait_for(worker, "ready", lambda: (r := probe(worker, "/readyz")) and r[0] == 200)
     assert worker.stats() is not None
@@ -273,8 +273,11 @@ def test_hot_reload_mid_stream_and_broken_bundle_refused(
     assert events_total(got, "predicted") == len(sent)
     ready = probe(worker, "/readyz")
     assert ready is not None and ready[0] == 200 and ready[1]["model_version"] == "v2"
-    log = worker.log.read_text()
-    assert "now serving model v2" in log and "third refused" in log
+    logs = [json.loads(line) for line in worker.log.read_text().splitlines() if line[:1] == "{"]
+    swaps = [r for r in logs if r["msg"].startswith("now serving model v2")]
+    assert len(swaps) == 1 and swaps[0]["model_version"] == "v2"
+    refusals = [r for r in logs if "third refused" in r["msg"]]
+    assert len(refusals) == 1 and refusals[0]["level"] == "ERROR"
     assert worker.terminate()[0] == 0
 
 
