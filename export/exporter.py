@@ -33,18 +33,24 @@ def example_inputs(max_len: int, n_items: int, n_types: int) -> tuple[torch.Tens
 
 
 def export_onnx(
-    model: BehaviorTransformer, path: Path, top_k: int, *, chunk: int | str | None = "auto"
+    model: BehaviorTransformer,
+    path: Path,
+    top_k: int,
+    *,
+    chunk: int | str | None = "auto",
+    explain: bool = True,
 ) -> int | None:
     """Write the scoring graph of ``model`` to ``path`` (one self-contained file).
 
     ``chunk="auto"`` picks the two-stage top-k for large catalogues (:func:`default_chunk`),
     an int forces that chunk size, None forces one plain TopK. Returns the chunk used.
+    ``explain`` adds the ``history_weights`` output (explanations).
     """
     cfg = model.cfg
     used = default_chunk(cfg.n_items, top_k) if chunk == "auto" else chunk
     if isinstance(used, str):
         raise ValueError(f"chunk must be 'auto', an int or None, got {chunk!r}")
-    shim = ScoringShim(model.eval(), top_k, chunk=used)
+    shim = ScoringShim(model.eval(), top_k, chunk=used, explain=explain)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     seq = torch.export.Dim("seq", min=1, max=cfg.max_len)
     args = example_inputs(cfg.max_len, cfg.n_items, cfg.n_event_types)
@@ -61,7 +67,7 @@ def export_onnx(
                 dynamo=True,
                 opset_version=OPSET,
                 input_names=list(INPUT_NAMES),
-                output_names=list(GRAPH_OUTPUTS),
+                output_names=list(GRAPH_OUTPUTS if explain else OUTPUT_NAMES),
                 dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
                 external_data=False,
                 verbose=False,

@@ -10,7 +10,8 @@ A probability ``p = exp(l - lse)`` then moves by at most ``p * 2 * max|dl|``, so
 ``|p_onnx - p_torch| <= RTOL * p_torch + ATOL`` with ``RTOL = 1e-4`` (50x the worst measured
 logit error, still far below any score difference that matters) and ``ATOL = 1e-6`` for
 near-zero probabilities. The same bound applies to behavior-type probabilities and to the
-attention weights (both softmax outputs).
+history weights (normalized mixing rows chained over the blocks, as sensitive to float order
+as a softmax).
 Top-k ids must be the same. Two items whose probabilities are within that tolerance are a tie
 that either side may order either way, so a differing id at rank r is accepted only when, in the
 torch model's own probabilities, the ONNX choice scores within tolerance of torch's r-th score.
@@ -26,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from nextbehavior.export.shim import last_block
-from nextbehavior.model.transformer import BehaviorTransformer, attention_mask
+from nextbehavior.model.attribution import history_weights
+from nextbehavior.model.transformer import BehaviorTransformer
 from nextbehavior.stream.bundle import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_OUTPUT
 
 RTOL: Final = 1e-4
@@ -104,26 +105,12 @@ def torch_reference(
     model: BehaviorTransformer, items: IntArray, types: IntArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Torch's answer on the full-sequence path: item probabilities (B, V) and type
-    probabilities (B, n_types), padding masked, and the last block's attention from the newest
-    position, averaged over heads (B, T), recomputed from that block's input."""
-    captured: list[torch.Tensor] = []
-    _, attn = last_block(model)
-    hook = attn.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
-    try:
-        with torch.no_grad():
-            item_t, type_t = torch.from_numpy(items), torch.from_numpy(types)
-            logits, type_logits, _ = model.eval()(item_t, type_t)
-            x = captured[0]  # (B, T, d): ln1 output entering the last attention
-            b, t, d = x.shape
-            nh = attn.n_heads
-            q, k, _ = attn.qkv(x).split(d, dim=2)
-            q = q.reshape(b, t, nh, d // nh).transpose(1, 2)  # (B, h, T, d/h)
-            k = k.reshape(b, t, nh, d // nh).transpose(1, 2)  # (B, h, T, d/h)
-            att = (q @ k.transpose(-2, -1)) / (d // nh) ** 0.5  # (B, h, T, T)
-            att = att.masked_fill(~attention_mask(item_t), float("-inf")).softmax(-1)
-            weights = att[:, :, -1].mean(1).float()  # (B, T)
-    finally:
-        hook.remove()
+    probabilities (B, n_types), padding masked, and the history weights (B, T) of
+    :func:`~nextbehavior.model.attribution.history_weights` (every block, every query)."""
+    with torch.no_grad():
+        item_t, type_t = torch.from_numpy(items), torch.from_numpy(types)
+        logits, type_logits, _ = model.eval()(item_t, type_t)
+        weights = history_weights(model, item_t, type_t).float()  # (B, T)
     logits, type_logits = logits.float(), type_logits.float()
     logits[:, 0] = float("-inf")
     type_logits[:, 0] = float("-inf")

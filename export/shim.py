@@ -7,8 +7,9 @@ last, to the bundle's outputs (see ``nextbehavior.stream.bundle``):
 - ``top_item_scores`` float32 (B, k): their softmax probabilities over the whole catalogue,
   descending (``exp(logit - logsumexp(logits))``, computed for the k winners only);
 - ``event_type_probs`` float32 (B, n_types): next behavior type, padding masked (prob 0);
-- ``history_weights`` float32 (B, T): the last block's attention from the newest position,
-  averaged over heads (0 on padding); the worker's ``because`` explanations read it.
+- ``history_weights`` float32 (B, T), only with ``explain=True``: how much each history event
+  drove the prediction (norm-weighted attention rollout, :mod:`nextbehavior.model.attribution`;
+  0 on padding, rows sum to 1); the worker's ``because`` explanations read it.
 
 Only the last position is scored, and in the last block only that position's query, attention
 and feed-forward are computed: keys and values still come from every position, so the result is
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from nextbehavior.model.attribution import mixing, own_column, traced_block, value_norms
 from nextbehavior.model.repeat import RepeatBias
 from nextbehavior.model.transformer import (
     BehaviorTransformer,
@@ -90,7 +92,13 @@ def repeat_bias_last(rep: RepeatBias, item_ids: Tensor, event_types: Tensor) -> 
 class ScoringShim(nn.Module):
     """Wraps a trained :class:`BehaviorTransformer` (eval mode, text table baked) into the graph."""
 
-    def __init__(self, model: BehaviorTransformer, top_k: int, chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        model: BehaviorTransformer,
+        top_k: int,
+        chunk: int | None = None,
+        explain: bool = True,
+    ) -> None:
         super().__init__()
         n_items = model.cfg.n_items
         if not 1 <= top_k < n_items:
@@ -98,12 +106,11 @@ class ScoringShim(nn.Module):
         self.model = model.baked().eval()  # text-aware items: the fused table, computed once
         self.top_k = top_k
         self.chunk = chunk
+        self.explain = explain
 
-    def forward(
-        self, item_ids: Tensor, event_types: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, ...]:
         m = self.model
-        h, weights = self._last_hidden(item_ids, event_types)  # (B, d), (B, T)
+        h, weights = self._last_hidden(item_ids, event_types)  # (B, d), (B, T) | None
         # = m.item_logits(h); F.linear exports as one Gemm (transB) over the stored table, where
         # `h @ W.T` adds a Transpose that ONNX Runtime folds into a second copy of the table.
         logits = F.linear(h, m.item_table()).float()  # (B, V)
@@ -119,10 +126,14 @@ class ScoringShim(nn.Module):
         type_logits = m.type_head(h).float()  # (B, n_types)
         type_logits[:, 0] = float("-inf")
         type_probs = torch.softmax(type_logits, dim=1)  # (B, n_types)
+        if weights is None:
+            return ids, scores, type_probs
         return ids, scores, type_probs, weights.float()
 
-    def _last_hidden(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, Tensor]:
-        """Final state of the newest position (B, d) and its last-block attention (B, T)."""
+    def _last_hidden(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Final state of the newest position (B, d) and, with ``explain``, its history weights
+        (B, T): the newest row of the last block's mixing, rolled out through the earlier ones
+        (:func:`nextbehavior.model.attribution.history_weights` on the full path)."""
         m = self.model
         t = item_ids.shape[1]
         # Mirrors BehaviorTransformer.hidden (eval mode: dropout is the identity).
@@ -130,10 +141,15 @@ class ScoringShim(nn.Module):
         x = m.item_emb(item_ids) * math.sqrt(m.cfg.d_model)  # (B, T, d)
         x = x + m.type_emb(event_types) + m.pos_emb(pos)[None]  # (B, T, d)
         x = x * (item_ids != 0).unsqueeze(-1)
+        mixes: list[Tensor] = []  # (B, T, T) per earlier block, with explain
         if len(m.blocks) > 1:
             mask = attention_mask(item_ids)  # (B, 1, T, T)
             for block in list(m.blocks)[:-1]:
-                x = block(x, mask)  # (B, T, d)
+                if self.explain:
+                    x, mix = traced_block(cast(Block, block), x, mask)  # (B, T, d), (B, T, T)
+                    mixes.append(mix)
+                else:
+                    x = block(x, mask)  # (B, T, d)
         last, attn = last_block(m)
         b, _, d = x.shape
         nh = attn.n_heads
@@ -148,4 +164,10 @@ class ScoringShim(nn.Module):
         y = (att @ v).transpose(1, 2).reshape(b, d)  # (B, d)
         h = x[:, -1] + attn.proj(y)  # (B, d)
         h = h + last.mlp(last.ln2(h))  # (B, d)
-        return m.ln_f(h), att.mean(dim=1)[:, 0]  # (B, d), (B, T)
+        if not self.explain:
+            return m.ln_f(h), None
+        newest = torch.arange(t - 1, t, device=item_ids.device)  # (1,)
+        rollout = mixing(att, value_norms(last, v), own_column(x, newest))  # (B, 1, T)
+        for mix in reversed(mixes):
+            rollout = rollout @ mix  # (B, 1, T)
+        return m.ln_f(h), rollout[:, 0]  # (B, d), (B, T)

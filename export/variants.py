@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 Variant = Literal["fp32", "fp16", "int8"]
 
 
-def export_fp16(model: BehaviorTransformer, path: Path, top_k: int, chunk: int | None) -> None:
+def export_fp16(
+    model: BehaviorTransformer, path: Path, top_k: int, chunk: int | None, explain: bool = True
+) -> None:
     """Export a half-precision copy of ``model`` (fp32 inputs/outputs unchanged: int64 / fp32)."""
     half = copy.deepcopy(model).half().eval()
-    export_onnx(half, path, top_k, chunk=chunk)
+    export_onnx(half, path, top_k, chunk=chunk, explain=explain)
 
 
 def quantize_int8(fp32_path: Path, path: Path) -> None:

@@ -52,13 +52,15 @@ def export_bundle(
     quantize: str | None = None,
     fp16: bool = False,
     chunk: int | str | None = "auto",
+    explain: bool = True,
 ) -> Manifest:
     """Export the checkpoint at ``checkpoint_dir`` as a bundle in ``out_dir``; return its manifest.
 
     ``verify`` checks fp32 ONNX/torch parity (:mod:`export.parity`) and raises
     :class:`ParityError` before anything is written. ``quantize="int8"`` or ``fp16`` serve that
     variant instead of fp32; its top-10 agreement with the fp32 graph on random histories is
-    logged and kept in ``manifest.extra``. ``chunk``: see :func:`export_onnx`.
+    logged and kept in ``manifest.extra``. ``chunk``: see :func:`export_onnx`. ``explain``
+    adds the ``history_weights`` output, listed in ``manifest.outputs`` (``model.attribution``).
     """
     from nextbehavior.model.checkpoint import load_checkpoint
 
@@ -83,7 +85,7 @@ def export_bundle(
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp_name:
         tmp = Path(tmp_name)
         fp32_path = tmp / "fp32.onnx"
-        used_chunk = export_onnx(model, fp32_path, top_k, chunk=chunk)
+        used_chunk = export_onnx(model, fp32_path, top_k, chunk=chunk, explain=explain)
         extra["two_stage_topk_chunk"] = used_chunk
         if verify:
             report = verify_parity(model, fp32_path)
@@ -92,7 +94,7 @@ def export_bundle(
         served = fp32_path
         if fp16:
             served = tmp / "fp16.onnx"
-            export_fp16(model, served, top_k, used_chunk)
+            export_fp16(model, served, top_k, used_chunk, explain=explain)
         elif quantize:
             served = tmp / "int8.onnx"
             quantize_int8(fp32_path, served)
@@ -119,7 +121,7 @@ def export_bundle(
         items=list(ckpt.items),
         event_types=list(ckpt.event_types),
         onnx_sha256=sha,
-        outputs=[*OUTPUT_NAMES, WEIGHTS_OUTPUT],
+        outputs=[*OUTPUT_NAMES, *([WEIGHTS_OUTPUT] if explain else [])],
         metrics=dict(ckpt.metrics),
         data=dict(ckpt.data),
         extra=extra,
