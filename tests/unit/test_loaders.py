@@ -171,3 +171,17 @@ def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "u.data", "1\t\t3\t30\n")
     with pytest.raises(ValueError, match="no usable rows"):
         load_events(path, progress=False)
+
+
+def test_data_and_evaluation_modules_do_not_need_torch() -> None:
+    """Replay and `evaluate --bundle` import these; they must run without torch installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('loaders', 'sequences', 'evaluate', 'baselines', 'metrics', 'synthetic'):\n"
+        "    __import__(f'nextbehavior.model.{m}')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
