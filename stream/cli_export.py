@@ -29,6 +29,12 @@ def export(
         Quantize | None, typer.Option("--quantize", help="Serve a dynamic int8 graph (CPU)")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Serve an fp16 graph (for CUDA)")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain/--no-explain", help="Add the history_weights output (worker --explain)"
+        ),
+    ] = True,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level")] = "WARNING",
 ) -> None:
     """Export a checkpoint as a model bundle (model.onnx + manifest.json).
@@ -54,6 +60,7 @@ def export(
             verify=verify,
             quantize=quantize.value if quantize else None,
             fp16=fp16,
+            explain=explain,
         )
     except (BundleError, CheckpointError, ValueError, OSError) as exc:
         fail(str(exc))
@@ -67,6 +74,7 @@ def export(
         "variant": manifest.extra.get("variant"),
         "parity": manifest.extra.get("parity"),
         "agreement_vs_fp32": manifest.extra.get("agreement_vs_fp32"),
+        "outputs": manifest.outputs,
     }
     typer.echo(orjson.dumps(summary).decode())
 

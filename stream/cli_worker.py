@@ -70,6 +70,7 @@ def run_worker(settings: Settings) -> None:
     from nextbehavior.stream.broker_wait import BrokerWaitError, wait_for_broker
     from nextbehavior.stream.bundle import BundleError
     from nextbehavior.stream.compat import CompatError, resolve_compat
+    from nextbehavior.stream.explanation import require_weights
     from nextbehavior.stream.predictor import Predictor
     from nextbehavior.stream.reload import BundleDirectory, is_bundle, load_newest
     from nextbehavior.stream.topics import TopicError
@@ -79,7 +80,10 @@ def run_worker(settings: Settings) -> None:
         fail("no model bundle: pass --bundle DIR or set NBP_BUNDLE")
 
     def load(path: Path) -> Predictor:
-        return Predictor(path, settings.providers, settings.intra_op_threads)
+        predictor = Predictor(path, settings.providers, settings.intra_op_threads)
+        if settings.explain:  # `because` needs the history_weights output: refuse, not degrade
+            require_weights(predictor.manifest, path)
+        return predictor
 
     bundles = None  # a directory of bundles: serve the newest, watch for newer ones
     try:
@@ -155,6 +159,10 @@ def worker(
     batch_wait_ms: Annotated[
         float | None, typer.Option(min=0, help="Max wait to fill a batch (NBP_BATCH_WAIT_MS)")
     ] = None,
+    explain: Annotated[
+        bool | None,
+        typer.Option("--explain/--no-explain", help="Add `because` to predictions (NBP_EXPLAIN)"),
+    ] = None,
 ) -> None:
     """Run the streaming worker: events in, one prediction per valid event out.
 
@@ -168,6 +176,7 @@ def worker(
         web_port=web_port,
         batch_size=batch_size,
         batch_wait_ms=batch_wait_ms,
+        explain=explain,
     )
     setup_logging(settings.log_level, settings.log_json)
     run_worker(settings)

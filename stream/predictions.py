@@ -46,6 +46,28 @@ def top_items(
     ]
 
 
+def aligned_weights(
+    context: Sequence[Step],
+    weights: npt.NDArray[np.float32],
+    item_index: Mapping[str, int],
+    max_len: int,
+) -> list[float | None]:
+    """One weight per step of ``context`` (None: the step is not in the model's input).
+
+    ``weights`` is the row for this history, one weight per input position, right-aligned
+    like the input (:func:`nextbehavior.stream.history.encode` keeps the newest ``max_len``
+    steps whose item the vocabulary knows).
+    """
+    keep = min(max_len, weights.shape[-1])
+    used = [j for j, s in enumerate(context) if s.item_id in item_index]
+    used = used[-keep:] if keep > 0 else []
+    out: list[float | None] = [None] * len(context)
+    row = weights[weights.shape[-1] - len(used) :].tolist() if used else []
+    for j, w in zip(used, row, strict=True):
+        out[j] = float(w)
+    return out
+
+
 def reasons(
     context: Sequence[Step],
     weights: npt.NDArray[np.float32],
@@ -53,21 +75,13 @@ def reasons(
     max_len: int,
     top: int = EXPLAIN_TOP,
 ) -> list[Reason]:
-    """The ``top`` history events with the largest weights, heaviest first.
-
-    ``weights`` is the row for this history, one weight per input position, right-aligned
-    like the input (:func:`nextbehavior.stream.history.encode` keeps the newest ``max_len``
-    steps whose item the vocabulary knows).
-    """
-    known = [s for s in context if s.item_id in item_index]
-    keep = min(max_len, weights.shape[-1])
-    known = known[-keep:] if keep > 0 else []
-    if not known:
-        return []
-    row = weights[-len(known) :].tolist()
-    order = sorted(range(len(known)), key=lambda j: row[j], reverse=True)[:top]
+    """The ``top`` history events with the largest weights, heaviest first (ties: newest
+    first), aligned as in :func:`aligned_weights`."""
+    row = aligned_weights(context, weights, item_index, max_len)
+    used = [j for j, w in enumerate(row) if w is not None]
+    order = sorted(used, key=lambda j: (row[j], j), reverse=True)[:top]
     return [
-        Reason(known[j].item_id, known[j].event_type, known[j].timestamp, float(row[j]))
+        Reason(context[j].item_id, context[j].event_type, context[j].timestamp, float(row[j] or 0))
         for j in order
     ]
 
