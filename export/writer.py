@@ -33,7 +33,7 @@ from nextbehavior.stream.bundle import (
     sha256_file,
     write_manifest,
 )
-from nextbehavior.stream.item_update import write_projection
+from nextbehavior.stream.item_update import write_item_side
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,8 @@ def export_bundle(
         (out / MANIFEST_FILE).unlink(missing_ok=True)
         os.replace(served, out / MODEL_FILE)
     if model.item_text is not None:  # text-aware items: what `items add` needs, torch-free
-        weight, bias = model.item_text.projection()
-        text = dict(ckpt.data.get("text", {}))
-        extra["text"] = write_projection(out, weight, bias, text, cfg.d_model)
+        arrays = model.item_text.serving_arrays(model.item_emb.weight)
+        extra["text"] = write_item_side(out, arrays, dict(ckpt.data.get("text", {})))
     sha = sha256_file(out / MODEL_FILE)
     created = datetime.now(UTC).replace(microsecond=0)
     manifest = Manifest(

@@ -14,10 +14,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from nextbehavior.model.evaluate import Ranker
+from nextbehavior.model.evaluate import Ranker, evaluate_ranker
 from nextbehavior.model.metrics import KS, ranking_metrics, target_ranks
 from nextbehavior.model.sequences import Sequences, Split, eval_batches
 from nextbehavior.model.table import I64
+
+ID_ONLY_DIR = "id_only"
+"""Sub-checkpoint of the ID-only reference model trained on the same cold-item split."""
 
 
 def choose_cold_items(items: Sequence[str], fraction: float, seed: int) -> list[str]:
@@ -74,6 +77,35 @@ def without_targets(split: Split, items: Collection[str]) -> Split:
     valid = split.valid.copy()
     valid[users[target_is(split, "valid", items) == 1]] = -1
     return Split(split.seqs, split.kind, split.train_end, valid, split.test)
+
+
+def add_cold_warm(
+    report: dict[str, Any],
+    ranker: Ranker,
+    split: Split,
+    data: dict[str, Any],
+    *,
+    reference: Ranker | dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``evaluate`` for a model trained with ``--cold-items``: add ``test_cold``/``test_warm``
+    (``data["cold_items"]["items"]`` names the held-out items), ``cold_items`` with the chance
+    level, and ``id_only``: the ID-only reference model (a ranker, evaluated here on ``split``,
+    or the figures recorded at training time). A model without cold items: ``report`` as is."""
+    cold = (data.get("cold_items") or {}).get("items") or []
+    if not cold:
+        return report
+    report.update(cold_warm_report(ranker, split, cold))
+    n_items = len(ranker.item_index) - 1
+    report["cold_items"] = {"n": len(cold), "chance_hit@10": 10 / n_items}
+    if isinstance(reference, dict):
+        report["id_only"] = reference
+    elif reference is not None:
+        report["id_only"] = {
+            "test": evaluate_ranker(reference, split, "test"),
+            **cold_warm_report(reference, split, cold),
+            "n_items": len(reference.item_index) - 1,
+        }
+    return report
 
 
 def cold_warm_report(

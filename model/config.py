@@ -24,6 +24,8 @@ class ModelConfig:
     repeat_bias: bool = False  # learned logit bias for items already in the history (repeat.py)
     text_dim: int = 0  # > 0: items also carry a frozen text vector of this size (text-aware items)
     id_dropout: float = 0.0  # text-aware only: share of items trained on their text vector alone
+    text_aux: float = 0.0  # text-aware only: weight of a text-only scoring loss (all items)
+    text_neighbors: int = 0  # text-aware only: text-only items borrow k similar items' IDs
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

@@ -1,15 +1,20 @@
 """Text-aware item representations: ID embedding + learned projection of a frozen text vector.
 
-``table[i] = warm[i] * id_emb[i] + proj(text[i])`` (row 0, padding, stays 0). ``text`` holds the
+``table[i] = g[i] * id_emb[i] + proj(text[i]) + (1 - g[i]) * cold_offset`` (row 0, padding,
+stays 0), with ``g[i] = warm[i]`` (ID dropout aside). ``text`` holds the
 sentence-encoder vectors of the items' texts (frozen, a buffer: the checkpoint carries it in
 ``model.pt``); ``warm`` marks items that had training interactions. A cold item (no
 interactions) has no trained ID embedding, so its representation is its projected text alone;
 ``id_dropout`` trains that path: each step a random share of warm items is scored and embedded
 through their text only, so text alone must place an item near the histories that lead to it.
+``cold_offset`` is the learned vector every text-only row gets: it stands in for what the ID
+part carries on average (popularity, above all), so text-only items are scored on the same
+scale as warm ones; ``h @ cold_offset`` also lets a history say how open it is to new items.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from nextbehavior.model.config import ModelConfig
@@ -29,13 +35,23 @@ class TextItemTable(nn.Module):
 
     text: Tensor
     warm: Tensor
+    nbr_idx: Tensor
+    nbr_cos: Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.id_dropout = cfg.id_dropout
+        self.text_aux = cfg.text_aux
         self.proj = nn.Linear(cfg.text_dim, cfg.d_model)
+        self.cold_offset = nn.Parameter(torch.zeros(cfg.d_model))  # (d,)
         self.register_buffer("text", torch.zeros(cfg.n_items, cfg.text_dim))  # (V, text_dim)
         self.register_buffer("warm", torch.ones(cfg.n_items))  # (V,) 1 = trained ID embedding
+        k = self.n_neighbors = cfg.text_neighbors
+        if k:  # each item's k most text-similar warm items (never itself) and their cosines
+            self.register_buffer("nbr_idx", torch.zeros(cfg.n_items, k, dtype=torch.long))
+            self.register_buffer("nbr_cos", torch.zeros(cfg.n_items, k))
+            self.nbr_log_temp = nn.Parameter(torch.tensor(math.log(0.05)))
+            self.nbr_scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, id_weight: Tensor) -> Tensor:
         """(V, d) ID embeddings -> (V, d) item table (ID dropout in training mode)."""
@@ -46,10 +62,39 @@ class TextItemTable(nn.Module):
         if drop and self.id_dropout > 0:
             keep = torch.rand(gate.shape, device=gate.device) >= self.id_dropout
             gate = gate * keep.to(gate.dtype)
-        table = id_weight * gate[:, None] + self.proj(self.text.to(id_weight.dtype))  # (V, d)
+        text = self.proj(self.text.to(id_weight.dtype))  # (V, d)
+        cold = self.cold_offset + self.borrowed(id_weight)  # (V, d) or (d,)
+        table = id_weight * gate[:, None] + text + (1 - gate)[:, None] * cold
         real = torch.ones_like(gate)
         real[0] = 0.0  # padding row stays zero
         return table * real[:, None]
+
+    def borrowed(self, id_weight: Tensor) -> Tensor:
+        """(V, d): the ID embeddings of each item's text neighbours, softmax(cos / temp)-weighted
+        and scaled; a text-only item borrows what similar warm items learned. 0 without."""
+        if not self.n_neighbors:
+            return id_weight.new_zeros(())
+        w = torch.softmax(self.nbr_cos.to(id_weight.dtype) / self.nbr_log_temp.exp(), dim=1)
+        return self.nbr_scale * (w[..., None] * id_weight[self.nbr_idx]).sum(1)  # (V, d)
+
+    def text_rows(self, id_weight: Tensor) -> Tensor:
+        """(V, d): every item as if cold (text alone + cold offset); padding row 0."""
+        dtype = id_weight.dtype
+        rows = self.proj(self.text.to(dtype)) + self.cold_offset + self.borrowed(id_weight)
+        real = torch.ones(rows.shape[0], 1, dtype=dtype, device=rows.device)
+        real[0] = 0.0
+        return rows * real
+
+    def text_only_loss(self, h: Tensor, targets: Tensor, id_weight: Tensor) -> Tensor:
+        """Auxiliary loss (weight ``text_aux``): rank the targets among all training items by
+        text alone (every item as if cold). (N, d) states, (N,) targets -> scalar."""
+        if self.text_aux <= 0:
+            return h.sum() * 0
+        # detached: this loss trains the text path to fit the states and ID embeddings the main
+        # objective learns, without pulling those towards text-only scoring (warm items' cost)
+        rows = self.text_rows(id_weight.detach())  # (V, d)
+        logits = self.mask_unseen(h.detach() @ rows.T)  # (N, V)
+        return self.text_aux * F.cross_entropy(logits, targets)
 
     def mask_unseen(self, logits: Tensor, items: Tensor | None = None) -> Tensor:
         """Training objective only: items without training events (cold, or new) did not exist
@@ -61,12 +106,26 @@ class TextItemTable(nn.Module):
             seen = seen[items]
         return logits.masked_fill(~seen, float("-inf"))
 
-    def projection(self) -> tuple[F32, F32]:
-        """(weight (d, text_dim), bias (d,)) as float32 arrays: what ``items add`` applies."""
-        return (
-            self.proj.weight.detach().float().cpu().numpy(),
-            self.proj.bias.detach().float().cpu().numpy(),
-        )
+    def serving_arrays(self, id_weight: Tensor) -> dict[str, npt.NDArray[Any]]:
+        """What ``items add`` needs to compute a new (cold) item's row without torch
+        (``stream.item_update.cold_rows``): the projection (bias + cold offset) and, with text
+        neighbours, the warm items' text vectors and ID embeddings."""
+
+        def arr(t: Tensor) -> npt.NDArray[Any]:
+            return t.detach().float().cpu().numpy()
+
+        out = {"weight": arr(self.proj.weight), "bias": arr(self.proj.bias + self.cold_offset)}
+        if self.n_neighbors:
+            pool = torch.nonzero(self.warm > 0).flatten()
+            out |= {
+                "k": np.array(self.n_neighbors, dtype=np.int64),
+                "pool": pool.cpu().numpy().astype(np.int64),
+                "keys": arr(self.text[pool]),
+                "id_emb": arr(id_weight[pool]),
+                "log_temp": arr(self.nbr_log_temp),
+                "scale": arr(self.nbr_scale),
+            }
+        return out
 
 
 @dataclass
@@ -90,6 +149,10 @@ class ItemText:
         with torch.no_grad():
             table.text.copy_(torch.from_numpy(self.vectors))
             table.warm.copy_(torch.from_numpy(self.warm.astype(np.float32)))
+            if table.n_neighbors:
+                idx, cos = text_neighbors(self.vectors, self.warm, table.n_neighbors)
+                table.nbr_idx.copy_(torch.from_numpy(idx))
+                table.nbr_cos.copy_(torch.from_numpy(cos))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -111,3 +174,17 @@ def text_vectors(
     if len(rows):
         vectors[rows] = np.asarray(encode([texts[items[int(r)]] for r in rows]), dtype=np.float32)
     return vectors, has
+
+
+def text_neighbors(
+    vectors: F32, warm: npt.NDArray[np.bool_], k: int
+) -> tuple[npt.NDArray[np.int64], F32]:
+    """For every vocabulary item, the ``k`` warm items with the most similar text (cosine),
+    never itself -> (indices (V, k) into the vocabulary, cosines (V, k))."""
+    from nextbehavior.stream.item_update import nearest
+
+    pool = np.flatnonzero(warm)
+    if len(pool) <= k:
+        raise ValueError(f"text neighbours need more than k={k} warm items, got {len(pool)}")
+    idx, cos = nearest(vectors, vectors[pool], k, skip=pool)
+    return pool[idx], cos

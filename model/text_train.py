@@ -11,7 +11,7 @@ trained on the same split, in ``<out>/id_only``, so the cold/warm numbers have a
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from nextbehavior.model.checkpoint import CURVE_FILE, save_checkpoint
 from nextbehavior.model.cold_split import (
+    ID_ONLY_DIR,
     choose_cold_items,
     cold_warm_report,
     training_without,
@@ -43,8 +44,7 @@ from nextbehavior.stream.catalogue import item_texts, read_items
 
 log = logging.getLogger(__name__)
 
-ID_ONLY_DIR = "id_only"
-"""Sub-checkpoint of the ID-only reference model trained on the same cold-item split."""
+TEXT_KEYS = ("text_dim", "id_dropout", "text_neighbors", "text_aux")
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,11 @@ class TextOptions:
     id_field: str | None = None
     cold_fraction: float = 0.0
     cold_seed: int = 0
-    id_dropout: float = 0.1
+    id_dropout: float = 0.1  # share of warm items trained text-only at each step
+    text_neighbors: int = 20  # a text-only item borrows the IDs of this many similar items
+    text_aux: float = 0.5  # weight of the all-items text-only scoring loss
     id_baseline: bool = True  # with cold items: also train the ID-only reference
     catalogue_items: bool = True  # side-file items absent from the log join the vocabulary
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def load_item_text(vocab_items: list[str], opts: TextOptions) -> tuple[ItemText, list[str]]:
@@ -136,7 +137,12 @@ def train_with_text(
     vocab = Vocab(items, base_vocab.event_types)
     train_split = training_without(split, cold)  # windows never hold a cold event
     select_split = without_targets(split, cold)  # nor does model selection
-    options = {"id_dropout": opts.id_dropout, **(model_options or {})}
+    options = {
+        "id_dropout": opts.id_dropout,
+        "text_neighbors": opts.text_neighbors,
+        "text_aux": opts.text_aux,
+        **(model_options or {}),
+    }
     cfg = ModelConfig(
         n_items=len(items), n_event_types=len(vocab.event_types), text_dim=item_text.dim, **options
     )
@@ -144,6 +150,9 @@ def train_with_text(
     windows = training_windows(train_split, vocab, cfg.max_len, stride)
     item_text.warm[np.unique(windows.items)] = True
     item_text.warm[0] = False
+    n_warm = int(item_text.warm.sum())
+    if cfg.text_neighbors >= n_warm:  # tiny data: borrow from all other warm items
+        cfg = replace(cfg, text_neighbors=max(0, n_warm - 1))
     log.info(
         "text-aware items: %s, %d cold held out; model %s", item_text.describe(), len(cold), cfg
     )
@@ -187,9 +196,7 @@ def _train_id_only(
     split, train_split, select_split = splits
     held = set(cold)
     vocab = Vocab([i for i in base_vocab.items if i not in held], base_vocab.event_types)
-    options = {
-        k: v for k, v in (model_options or {}).items() if k not in ("text_dim", "id_dropout")
-    }
+    options = {k: v for k, v in (model_options or {}).items() if k not in TEXT_KEYS}
     cfg = ModelConfig(n_items=len(vocab.items), n_event_types=len(vocab.event_types), **options)
     stride = tc.stride if tc.stride is not None else max(1, cfg.max_len // 2)
     windows = training_windows(train_split, vocab, cfg.max_len, stride)

@@ -194,6 +194,11 @@ class BehaviorTransformer(nn.Module):
             if self.item_text is not None:
                 logits = self.item_text.mask_unseen(logits)  # (N, V)
             loss = F.cross_entropy(logits, target_items[scored]) if len(logits) else h.sum() * 0
+            if self.item_text is not None and self.training and len(logits):
+                aux = self.item_text.text_only_loss(
+                    h[scored], target_items[scored], self.item_emb.weight
+                )
+                loss = loss + aux
         if target_types is not None and self.cfg.type_loss_weight > 0:
             type_targets = target_types.masked_fill(target_items == 0, 0)
             type_loss = F.cross_entropy(

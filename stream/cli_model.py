@@ -68,14 +68,43 @@ def train(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bars")
     ] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option("--items", help="Item side file (text-aware items): .item, u.item, CSV..."),
+    ] = None,
+    text_fields: Annotated[
+        str | None, typer.Option("--text-fields", help="Item text fields, e.g. title,genres")
+    ] = None,
+    items_format: Annotated[str, typer.Option("--items-format", help="auto, recbole, ...")] = (
+        "auto"
+    ),
+    cold_items: Annotated[
+        float,
+        typer.Option("--cold-items", min=0.0, max=0.9, help="Hold out this share of items"),
+    ] = 0.0,
+    id_dropout: Annotated[
+        float, typer.Option("--id-dropout", min=0.0, max=0.9, help="Text-only training share")
+    ] = 0.1,
+    id_baseline: Annotated[
+        bool, typer.Option("--id-baseline/--no-id-baseline", help="With --cold-items")
+    ] = True,
+    encoder: Annotated[
+        Path | None, typer.Option("--encoder", help="Text encoder dir (NBP_TEXT_ENCODER)")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Train the sequence model on an event log; write a checkpoint with metrics.json.
+
+    With ``--items``, items also carry their text (a pretrained sentence encoder, offline):
+    items without interactions can be predicted; ``--cold-items F`` holds a seeded share F of
+    items out of training and trains an ID-only reference on the same split (``<out>/id_only``).
 
     Prints a one-line JSON summary (test and validation metrics, baselines) on stdout.
     """
     setup_logging(log_level)
     _check_format(fmt)
+    if cold_items > 0 and items is None:
+        fail("--cold-items needs --items: held-out items are ranked from their text")
     try:
         import torch
 
@@ -102,7 +131,13 @@ def train(
     )  # fmt: skip
     try:
         table = load_events(data, fmt, progress=progress)
-        metrics = run_training(table, out, model_options, tc)
+        if items is None:
+            metrics = run_training(table, out, model_options, tc)
+        else:
+            metrics = _train_with_text(
+                table, out, model_options, tc, items, text_fields, items_format, cold_items,
+                id_dropout, id_baseline, encoder,
+            )  # fmt: skip
     except (OSError, ValueError) as exc:
         fail(str(exc))
     keys = ("hit@10", "ndcg@10", "mrr@10")
@@ -116,8 +151,29 @@ def train(
             "valid": {k: metrics["valid"][k] for k in keys},
             "test": {k: metrics["test"][k] for k in keys},
             "baselines_test": {name: {k: b["test"][k] for k in keys} for name, b in base.items()},
+            **{part: metrics[part] for part in _TEXT_PARTS if part in metrics},
         }
     )
+
+
+_TEXT_PARTS = ("n_items", "test_cold", "test_warm", "cold_items", "id_only")
+
+
+def _train_with_text(
+    table: Any, out: Path, model_options: dict[str, Any], tc: Any, items: Path,
+    text_fields: str | None, items_format: str, cold: float, id_dropout: float,
+    id_baseline: bool, encoder: Path | None,
+) -> dict[str, Any]:  # fmt: skip
+    from nextbehavior.model.text_train import TextOptions, train_with_text
+    from nextbehavior.stream.catalogue import parse_text_fields
+    from nextbehavior.stream.settings import get_settings
+
+    opts = TextOptions(
+        items_path=items, encoder_dir=encoder or get_settings().text_encoder,
+        text_fields=parse_text_fields(text_fields), items_format=items_format,
+        cold_fraction=cold, cold_seed=tc.seed, id_dropout=id_dropout, id_baseline=id_baseline,
+    )  # fmt: skip
+    return train_with_text(table, out, opts, model_options, tc)
 
 
 def evaluate(
@@ -160,9 +216,30 @@ def evaluate(
         table = load_events(data, fmt, progress=progress)
         split_ = make_split(build_sequences(table), split.value)
         report = evaluate_report(ranker, split_, baselines=baselines)
+        report = _cold_warm(report, ranker, split_, checkpoint, device)
     except (BundleError, OSError, ValueError) as exc:
         fail(str(exc))
     _echo_json(report)
+
+
+def _cold_warm(
+    report: dict[str, Any], ranker: Any, split_: Any, checkpoint: Path | None, device: str
+) -> dict[str, Any]:
+    """Models trained with --cold-items: test_cold/test_warm, and the ID-only reference
+    (evaluated here from ``<checkpoint>/id_only``; a bundle carries its training figures)."""
+    from nextbehavior.model.cold_split import ID_ONLY_DIR, add_cold_warm
+
+    if checkpoint is None:
+        manifest = ranker.predictor.manifest
+        return add_cold_warm(
+            report, ranker, split_, manifest.data, reference=manifest.metrics.get("id_only")
+        )
+    data_file = checkpoint / "data.json"
+    data = orjson.loads(data_file.read_bytes()) if data_file.is_file() else {}
+    ref_dir = checkpoint / ID_ONLY_DIR
+    has_ref = ref_dir.is_dir() and (data.get("cold_items") or {}).get("items")
+    reference = _checkpoint_ranker(ref_dir, device) if has_ref else None
+    return add_cold_warm(report, ranker, split_, data, reference=reference)
 
 
 def _checkpoint_ranker(checkpoint: Path, device: str) -> Any:

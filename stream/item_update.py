@@ -1,8 +1,9 @@
 """Add items to a text-aware bundle without retraining, and without torch.
 
-A text-aware model's served item table is ``warm * id_emb + proj(text)``; an item nobody has
-interacted with yet has no ID part, so its row is ``text_vector @ W.T + b``. Export stores
-``W``, ``b`` in ``item_text.npz`` (checksummed in ``manifest.extra["text"]``); here a new item's
+A text-aware model's served item table is ``warm * id_emb + proj(text) + ...``; an item nobody
+has interacted with yet has no ID part, so its row comes from its text alone (:func:`cold_rows`,
+the numpy mirror of ``model.text_items.TextItemTable``). Export stores what that needs in
+``item_text.npz`` (checksummed in ``manifest.extra["text"]``); here a new item's
 text goes through the same ONNX sentence encoder as at training time, its row is appended to
 the item table inside ``model.onnx`` (the graph's initializer and its transposed copy for the
 output head, rewritten with the ``onnx`` package), and the manifest gets the new items and a
@@ -46,15 +47,17 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 
 
-def write_projection(
-    bundle_dir: Path, weight: F32, bias: F32, text: dict[str, Any], d_model: int
+def write_item_side(
+    bundle_dir: Path, arrays: dict[str, npt.NDArray[Any]], text: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write ``item_text.npz`` into ``bundle_dir``; return the manifest's ``extra["text"]``."""
-    if weight.shape[0] != d_model or bias.shape != (d_model,):
-        raise ValueError("projection shape does not match the model width")
+    """Write ``item_text.npz`` (what a new item's row is computed from, see :func:`cold_rows`)
+    into ``bundle_dir``; return the manifest's ``extra["text"]``."""
+    missing = {"weight", "bias"} - set(arrays)
+    if missing:
+        raise ValueError(f"item side arrays lack {sorted(missing)}")
     path = Path(bundle_dir) / PROJECTION_FILE
     with path.open("wb") as fh:
-        np.savez(fh, weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+        np.savez(fh, allow_pickle=False, **arrays)
     return {
         **text,
         "projection_file": PROJECTION_FILE,
@@ -64,15 +67,53 @@ def write_projection(
     }
 
 
-def read_projection(bundle_dir: Path, text: dict[str, Any]) -> tuple[F32, F32]:
-    """(W (d, text_dim), b (d,)) from the bundle, checked against the manifest checksum."""
+def read_item_side(bundle_dir: Path, text: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of ``item_text.npz``, checked against the manifest checksum (no pickle)."""
     path = Path(bundle_dir) / str(text.get("projection_file", PROJECTION_FILE))
     if not path.is_file():
         raise BundleError(f"bundle {bundle_dir} is incomplete: {path.name} is missing")
     if sha256_file(path) != text.get("projection_sha256"):
         raise BundleError(f"bundle {bundle_dir}: {path.name} does not match its checksum")
     with np.load(path, allow_pickle=False) as npz:
-        return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+        return {name: npz[name] for name in npz.files}
+
+
+def cold_rows(arrays: dict[str, npt.NDArray[Any]], vectors: F32) -> F32:
+    """Item-table rows (n, d) of items known by their text vectors (n, text_dim) alone: the
+    numpy mirror of ``TextItemTable`` for an item without an ID embedding. ``weight``/``bias``
+    project the text (bias includes the cold offset); with ``pool`` (warm item indices),
+    ``keys`` (their text vectors) and ``id_emb`` (their ID embeddings), the row also borrows
+    the ID embeddings of its ``k`` most text-similar warm items, softmax(cos / temp)-weighted."""
+    rows = vectors @ arrays["weight"].T + arrays["bias"]  # (n, d)
+    if "pool" in arrays and len(vectors):
+        k = int(arrays["k"])
+        idx, cos = nearest(vectors, arrays["keys"], k)  # (n, k)
+        z = cos / np.exp(float(arrays["log_temp"]))
+        w = np.exp(z - z.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        rows = rows + float(arrays["scale"]) * (w[..., None] * arrays["id_emb"][idx]).sum(1)
+    return np.asarray(rows, dtype=np.float32)
+
+
+def nearest(
+    queries: F32, keys: F32, k: int, *, skip: npt.NDArray[np.int64] | None = None
+) -> tuple[npt.NDArray[np.int64], F32]:
+    """Top-``k`` cosine neighbours of each query among ``keys`` (both L2-normalized or zero)
+    -> (key indices (Q, k), cosines (Q, k)), best first. ``skip[j]`` = the query index that is
+    key ``j`` (a query is never its own neighbour). Chunks of 1024 queries bound the memory."""
+    idx = np.zeros((len(queries), k), dtype=np.int64)
+    cos = np.zeros((len(queries), k), dtype=np.float32)
+    for lo in range(0, len(queries), 1024):
+        sim = queries[lo : lo + 1024] @ keys.T  # (q, P)
+        if skip is not None:
+            rows = skip - lo
+            inside = (rows >= 0) & (rows < len(sim))
+            sim[rows[inside], np.flatnonzero(inside)] = -np.inf
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (q, k) unordered
+        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
+        idx[lo : lo + len(sim)] = np.take_along_axis(top, order, axis=1)
+        cos[lo : lo + len(sim)] = np.take_along_axis(sim, idx[lo : lo + len(sim)], axis=1)
+    return idx, cos
 
 
 @dataclass(frozen=True)
@@ -100,7 +141,8 @@ def _text_section(manifest: Manifest) -> dict[str, Any]:
 
 def append_rows(model: Any, rows: F32, table_name: str) -> int:
     """Append ``rows`` (n, d) to the item table initializer ``table_name`` of the ONNX
-    ``model`` and to every initializer that is its transpose; returns the new item count."""
+    ``model`` and to any initializer that is its transpose (a constant-folded output head);
+    returns the new item count."""
     from onnx import numpy_helper
 
     inits = {init.name: init for init in model.graph.initializer}
@@ -121,8 +163,7 @@ def append_rows(model: Any, rows: F32, table_name: str) -> int:
             continue
         init.CopyFrom(numpy_helper.from_array(updated, init.name))
         replaced += 1
-    if replaced < 2:
-        log.warning("item table found %d time(s) in the graph (expected input + output)", replaced)
+    log.debug("item table rewritten in %d initializer(s)", replaced)
     # Shape annotations of intermediate values may carry the old item count: drop them all
     # (optional metadata; ONNX Runtime infers shapes itself).
     del model.graph.value_info[:]
@@ -149,9 +190,9 @@ def add_items(
     out = Path(out_dir) if out_dir is not None else bundle_dir
     manifest = read_manifest(bundle_dir)
     text = _text_section(manifest)
-    weight, bias = read_projection(bundle_dir, text)
+    arrays = read_item_side(bundle_dir, text)
     encoder = TextEncoder(encoder_dir)
-    _check_encoder(encoder.info.describe(), text.get("encoder", {}), weight.shape[1])
+    _check_encoder(encoder.info.describe(), text.get("encoder", {}), arrays["weight"].shape[1])
     catalogue = read_items(items_path, items_format, id_field)
     fields = list(text_fields) if text_fields else text.get("text_fields")
     texts = item_texts(catalogue, fields)
@@ -160,7 +201,7 @@ def add_items(
     if not new:
         log.info("all %d items of %s are already in the bundle", len(texts), items_path)
         return AddResult(manifest, [], len(texts))
-    rows = encoder.encode([texts[i] for i in new]) @ weight.T + bias  # (n, d)
+    rows = cold_rows(arrays, encoder.encode([texts[i] for i in new]))  # (n, d)
     model = onnx.load(str(bundle_dir / MODEL_FILE))
     n_items = append_rows(model, rows.astype(np.float32), str(text.get("item_table")))
     out.mkdir(parents=True, exist_ok=True)

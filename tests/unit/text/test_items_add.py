@@ -1,9 +1,9 @@
 """Text-aware training -> bundle -> `items add`: a new item, never seen in any event, is
 predicted after a history of items whose texts are like its text. Real encoder, real ONNX.
 
-The data has four topics with their own vocabulary (space, cooking, football, gardening); each
-user stays in one topic. The model learns topics from IDs and texts alike; items added later
-by text alone must land in their topic.
+The data (``topic_data``): four topics with their own vocabulary; each user stays in one topic.
+The model learns topics from IDs and texts alike; items added later by text alone must land in
+their topic.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,31 +22,13 @@ from nextbehavior.stream.cli import app
 from nextbehavior.stream.item_update import add_items
 from nextbehavior.stream.predictor import Predictor
 
-TOPICS = {
-    "space": ["Rocket launch to Mars", "Astronaut on the space station", "Galaxy telescope",
-              "Moon landing mission", "Comet and asteroid belt", "Orbit around Jupiter"],
-    "cooking": ["Pasta with tomato sauce", "Chocolate cake recipe", "Grilled chicken dinner",
-                "Fresh bread baking", "Vegetable soup in the kitchen", "Pancakes for breakfast"],
-    "football": ["Goalkeeper saves a penalty", "Striker scores in the final", "Football league",
-                 "Soccer world cup match", "Midfielder passes the ball", "Stadium fans cheer"],
-    "garden": ["Roses in the flower bed", "Planting tomato seedlings", "Pruning the apple tree",
-               "Watering the lawn", "Compost for garden soil", "Tulip bulbs in spring"],
-}  # fmt: skip
-NEW = {
-    "space": "Spacecraft docking with a satellite in orbit",
-    "cooking": "Roast potatoes and a baked pie from the oven",
-    "football": "Soccer team wins the football championship",
-    "garden": "Growing herbs and flowers in the garden",
-}
 TOP_K = 8
 
 
-def _ids(topic: str) -> list[str]:
-    return [f"{topic}-{n}" for n in range(len(TOPICS[topic]))]
-
-
 @pytest.fixture(scope="module")
-def text_bundle(tmp_path_factory: pytest.TempPathFactory, text_encoder_dir: Path) -> Path:
+def text_bundle(
+    tmp_path_factory: pytest.TempPathFactory, topic_data: Any, text_encoder_dir: Path
+) -> Path:
     """A small text-aware model trained on topic-bound users, exported as a bundle."""
     import torch
 
@@ -56,19 +38,7 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory, text_encoder_dir: Path
     from nextbehavior.model.train import TrainConfig
 
     root = tmp_path_factory.mktemp("text")
-    items = root / "items.csv"
-    items.write_text(
-        "item_id,title\n"
-        + "".join(f'{i},"{t}"\n' for p in TOPICS for i, t in zip(_ids(p), TOPICS[p], strict=True))
-    )
-    rng = np.random.default_rng(0)
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for u in range(160):
-        topic = list(TOPICS)[u % 4]
-        for step, item in enumerate(rng.choice(_ids(topic), size=12)):
-            lines.append(f"u{u}\t{item}\t{1_000_000 + 100 * u + step}")
-    inter = root / "events.inter"
-    inter.write_text("\n".join(lines) + "\n")
+    inter, items = topic_data.inter, topic_data.items
     threads = torch.get_num_threads()
     try:
         train_with_text(
@@ -94,18 +64,17 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory, text_encoder_dir: Path
 
 
 @pytest.fixture
-def new_items(tmp_path: Path) -> Path:
+def new_items(tmp_path: Path, topic_data: Any) -> Path:
+    """A JSONL item file: one unseen item per topic, and one item the bundle already has."""
+    rows = [{"item_id": f"new-{p}", "title": t} for p, t in topic_data.new.items()]
+    rows.append({"item_id": "space-0", "title": "already known"})
     path = tmp_path / "new.jsonl"
-    path.write_text(
-        "".join(json.dumps({"item_id": f"new-{p}", "title": t}) + "\n" for p, t in NEW.items())
-        + json.dumps({"item_id": "space-0", "title": "already known"})
-        + "\n"
-    )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def _top(predictor: Predictor, topic: str) -> list[str]:
-    history = [[(i, "interaction") for i in _ids(topic)[:5]]]
+def _top(predictor: Predictor, history_items: list[str]) -> list[str]:
+    history = [[(i, "interaction") for i in history_items]]
     from nextbehavior.stream.history import encode
 
     items, types = encode(history, predictor.item_index, predictor.type_index, predictor.max_len)
@@ -121,28 +90,28 @@ def test_bundle_carries_the_text_side(text_bundle: Path) -> None:
 
 
 def test_added_items_are_predicted_after_similar_histories(
-    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path, topic_data: Any
 ) -> None:
     before = read_manifest(text_bundle)
     out = tmp_path / "bundle2"
     result = add_items(text_bundle, new_items, text_encoder_dir, out_dir=out)
-    assert result.added == [f"new-{p}" for p in NEW] and result.already_known == 1
+    assert result.added == [f"new-{p}" for p in topic_data.new] and result.already_known == 1
     after = read_manifest(out)  # checks the new checksum too
     assert after.items == [*before.items, *result.added]
     assert after.model_version != before.model_version
     assert after.extra["text"]["added"][0]["parent_model_version"] == before.model_version
     assert read_manifest(text_bundle) == before  # --out leaves the source bundle alone
     predictor = Predictor(out, providers=["CPUExecutionProvider"])
-    for topic in TOPICS:
-        top = _top(predictor, topic)
-        assert f"new-{topic}" in top, (topic, top)
-        others = [f"new-{p}" for p in TOPICS if p != topic]
-        assert not set(others) & set(top[:4]), (topic, top)
-    # the old items keep their rows: their order among themselves is unchanged
     old = Predictor(text_bundle, providers=["CPUExecutionProvider"])
-    for topic in TOPICS:
-        kept = [i for i in _top(predictor, topic) if not i.startswith("new-")]
-        assert kept == _top(old, topic)[: len(kept)]
+    for topic in topic_data.topics:
+        history = topic_data.ids(topic)[:5]
+        top = _top(predictor, history)
+        assert f"new-{topic}" in top, (topic, top)
+        others = {f"new-{p}" for p in topic_data.topics if p != topic}
+        assert not others & set(top[:4]), (topic, top)
+        # the old items keep their rows: their order among themselves is unchanged
+        kept = [i for i in top if not i.startswith("new-")]
+        assert kept == _top(old, history)[: len(kept)]
 
 
 def test_adding_again_changes_nothing_and_cli_reports(

@@ -11,26 +11,29 @@ from nextbehavior.model.checkpoint import load_checkpoint, save_checkpoint
 from nextbehavior.model.config import ModelConfig
 from nextbehavior.model.text_items import ItemText, text_vectors
 from nextbehavior.model.transformer import BehaviorTransformer
+from nextbehavior.stream.item_update import cold_rows, nearest
 
 V, TEXT_DIM = 12, 8
 
 
-def text_model(id_dropout: float = 0.0) -> tuple[BehaviorTransformer, ItemText]:
+def text_model(id_dropout: float = 0.0, neighbors: int = 0) -> tuple[BehaviorTransformer, ItemText]:
     torch.manual_seed(0)
     cfg = ModelConfig(
         n_items=V, n_event_types=3, max_len=6, d_model=16, n_heads=2, n_layers=2,
-        text_dim=TEXT_DIM, id_dropout=id_dropout,
+        text_dim=TEXT_DIM, id_dropout=id_dropout, text_neighbors=neighbors,
     )  # fmt: skip
     model = BehaviorTransformer(cfg)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(V, TEXT_DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # like the sentence encoder's
     vectors[0] = 0
     warm = np.arange(V) % 3 != 0  # items 3, 6, 9 are cold (and 0 is padding)
     warm[0] = False
     info = ItemText(vectors, warm, np.arange(V) > 0, {"text_fields": ["title"]})
     info.install(model)
-    with torch.no_grad():  # make the ID part visible (trained embeddings are not tiny)
+    with torch.no_grad():  # make the ID part and the cold offset visible
         model.item_emb.weight.normal_()
+        model.item_text.cold_offset.normal_()  # type: ignore[union-attr]
     return model.eval(), info
 
 
@@ -39,10 +42,11 @@ def test_table_fuses_id_and_text_and_cold_items_use_text_alone() -> None:
     table = model.item_table().detach()
     assert table.shape == (V, 16)
     assert torch.all(table[0] == 0)
-    proj = model.item_text.proj  # type: ignore[union-attr]
-    text_part = proj(torch.from_numpy(info.vectors)).detach()
-    for i in (3, 6, 9):  # cold: text alone
-        torch.testing.assert_close(table[i], text_part[i])
+    item_text = model.item_text
+    assert item_text is not None
+    text_part = item_text.proj(torch.from_numpy(info.vectors)).detach()
+    for i in (3, 6, 9):  # cold: text alone, plus the cold offset
+        torch.testing.assert_close(table[i], text_part[i] + item_text.cold_offset.detach())
     torch.testing.assert_close(table[1], model.item_emb.weight[1].detach() + text_part[1])
 
 
@@ -105,3 +109,35 @@ def test_text_vectors_for_a_vocabulary() -> None:
     )
     np.testing.assert_array_equal(vectors, [[0, 0], [2, 1], [0, 0], [3, 1]])
     np.testing.assert_array_equal(has, [False, True, False, True])
+
+
+def test_cold_rows_borrow_from_text_neighbours_and_match_serving() -> None:
+    """A text-only row = projection + cold offset + the softmax(cos/temp)-weighted ID embeddings
+    of its k most text-similar warm items; `items add` (numpy) computes the same row."""
+    model, info = text_model(neighbors=3)
+    item_text = model.item_text
+    assert item_text is not None
+    idx = item_text.nbr_idx.numpy()
+    warm = np.flatnonzero(info.warm)
+    assert set(idx[1:].ravel()) <= set(warm)
+    assert all(i not in idx[i] for i in range(1, V))  # never its own neighbour
+    cos = info.vectors @ info.vectors[warm].T  # (V, n_warm)
+    cos[warm, np.arange(len(warm))] = -np.inf  # not itself
+    np.testing.assert_allclose(item_text.nbr_cos.numpy()[1:, 0], cos[1:].max(axis=1), atol=1e-6)
+    table = model.item_table().detach().numpy()
+    arrays = item_text.serving_arrays(model.item_emb.weight)
+    for i in (3, 6, 9):  # cold items: served rows == numpy rows from their text alone
+        np.testing.assert_allclose(cold_rows(arrays, info.vectors[i : i + 1])[0], table[i],
+                                   atol=1e-5)  # fmt: skip
+    plain = model.baked()
+    np.testing.assert_allclose(plain.item_emb.weight.detach().numpy(), table, atol=1e-6)
+
+
+def test_nearest() -> None:
+    keys = np.eye(4, dtype=np.float32)
+    queries = np.array([[0.9, 0.1, 0, 0], [0, 0, 0.2, 0.8]], dtype=np.float32)
+    idx, cos = nearest(queries, keys, 2)
+    np.testing.assert_array_equal(idx, [[0, 1], [3, 2]])
+    np.testing.assert_allclose(cos, [[0.9, 0.1], [0.8, 0.2]], atol=1e-6)
+    idx, _ = nearest(keys, keys, 1, skip=np.arange(4))  # a key never finds itself
+    assert all(idx[i, 0] != i for i in range(4))
