@@ -59,8 +59,15 @@ def train(
     ),
     loss: Annotated[LossName, typer.Option(help="ce (full softmax) or sampled")] = LossName.ce,
     negatives: Annotated[int, typer.Option(min=1, help="Sampled softmax negatives")] = 256,
+    repeat_bias: Annotated[
+        bool,
+        typer.Option(
+            "--repeat-bias/--no-repeat-bias",
+            help="Learn a logit bias for items already in the history (by type and recency)",
+        ),
+    ] = True,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads (default: all available)")
+        int | None, typer.Option(min=1, help="CPU threads (default: the free CPUs, at most 8)")
     ] = None,
     max_minutes: Annotated[
         float | None, typer.Option("--max-minutes", help="Training time budget")
@@ -123,6 +130,7 @@ def train(
         "dropout": dropout,
         "loss": loss.value,
         "n_negatives": negatives,
+        "repeat_bias": repeat_bias,
     }
     tc = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
