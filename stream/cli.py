@@ -8,6 +8,7 @@ import typer
 
 from nextbehavior.stream import (
     __version__,
+    cli_explain,
     cli_export,
     cli_infra,
     cli_items,
@@ -41,7 +42,16 @@ def _root(
     """Streaming next-behavior prediction on Kafka."""
 
 
-for _module in (cli_infra, cli_model, cli_export, cli_items, cli_worker, cli_replay, cli_ops):
+for _module in (
+    cli_infra,
+    cli_model,
+    cli_export,
+    cli_items,
+    cli_worker,
+    cli_replay,
+    cli_explain,
+    cli_ops,
+):
     _module.register(app)
 
 
