@@ -190,3 +190,20 @@ async def test_watcher_run_polls_until_cancelled(tiny_bundle: Path, tmp_path: Pa
     with pytest.raises(asyncio.CancelledError):
         await task
     assert watcher.current.predictor.manifest.model_version == "v2"
+
+
+def test_worker_command_refuses_a_directory_without_a_servable_bundle(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from nextbehavior.stream.cli import app
+
+    root = tmp_path / "bundles"
+    root.mkdir()
+    break_checksum(copy_bundle(tiny_bundle, root / "bad", "bad", "2024-01-01T00:00:00Z"))
+    result = CliRunner().invoke(app, ["worker", "--bundle", str(root)])
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]  # the refusal is logged before it
+    assert last.startswith(f"error: no servable bundle in {root}: ")
+    assert "checksum" in last
