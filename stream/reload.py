@@ -261,7 +261,7 @@ class BundleWatcher(Generic[P]):
                 await asyncio.sleep(interval_s)
                 try:
                     await self.poll()
-                except OSError as exc:
-                    logger.warning("bundle directory poll failed: %s", exc)
+                except Exception:  # the watcher must outlive any one bad poll
+                    logger.exception("bundle directory poll failed; trying again later")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
