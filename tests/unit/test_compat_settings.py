@@ -6,6 +6,7 @@ import faust
 import pytest
 
 from nextbehavior.stream.compat import (
+    TANSU_FETCH_MAX_WAIT_MS,
     TANSU_HEARTBEAT_S,
     TANSU_SESSION_TIMEOUT_S,
     BrokerCompat,
@@ -68,3 +69,15 @@ def test_exactly_once_is_refused() -> None:
     app = faust.App("compat-unit-3", broker=UNREACHABLE, processing_guarantee="exactly_once")
     with pytest.raises(CompatError, match="exactly_once"):
         apply_compat(app, BrokerCompat(True, "test"))
+
+
+async def test_enabled_shortens_the_worker_consumer_fetch_wait() -> None:
+    """Tansu holds a Fetch for its whole max wait: Faust's fixed 1500 ms would be latency."""
+    waits = []
+    for enabled in (False, True):
+        app = _app()
+        apply_compat(app, BrokerCompat(enabled, "test"))
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        waits.append(consumer._fetch_max_wait_ms)
+        await consumer.stop()
+    assert waits == [1500, TANSU_FETCH_MAX_WAIT_MS]
