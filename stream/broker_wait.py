@@ -39,8 +39,9 @@ async def _list(settings: Settings, timeout_s: float) -> dict[str, int]:
 
 def backoff(attempt: int, rng: random.Random | None = None) -> float:
     """Delay before retry ``attempt`` (1-based): doubling from 0.5 s to 10 s, +-20% jitter."""
-    base = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (attempt - 1))
-    return base * (0.8 + 0.4 * (rng or random).random())
+    base = min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** (attempt - 1))
+    jitter: float = (rng or random.Random()).random()
+    return base * (0.8 + 0.4 * jitter)
 
 
 async def wait_for_broker(

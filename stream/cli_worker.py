@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from nextbehavior.stream.console import BrokerOption, fail, setup_logging
+from nextbehavior.stream.log_throttle import throttle_repeats
 from nextbehavior.stream.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def worker(
         explain=explain,
     )
     setup_logging(settings.log_level, settings.log_json)
+    throttle_repeats()  # an outage's retry errors: one line per kind per 30 s, not 40 a second
     run_worker(settings)
 
 
