@@ -44,12 +44,14 @@ EPS = 1e-6
 
 
 def value_norms(block: Block, v: Tensor) -> Tensor:
-    """(B, h, T, d/h) values -> (B, h, T) norms of ``f_h(x_j)``, what head h moves from j."""
+    """(B, h, T, d/h) values -> (B, h, T) norms of ``f_h(x_j) = W_h v_hj``, what head h moves
+    from j, as ``sqrt(v^T (W_h^T W_h) v)``: a (d/h, d/h) Gram matrix instead of a (d, d/h)
+    projection, half the work at two heads."""
     nh, dh = v.shape[1], v.shape[3]
-    w = block.attn.proj.weight.view(-1, nh, dh)  # (d, h, d/h): columns of head h
-    moved = torch.einsum("bhtc,ohc->bhto", v, w)  # (B, h, T, d)
-    norms: Tensor = moved.norm(dim=-1)  # (B, h, T)
-    return norms
+    w = block.attn.proj.weight.view(-1, nh, dh).transpose(0, 1)  # (h, d, d/h): head h's columns
+    gram = w.transpose(1, 2) @ w  # (h, d/h, d/h)
+    squared = ((v @ gram) * v).sum(-1)  # (B, h, T)
+    return squared.clamp_min(0).sqrt()
 
 
 def mixing(att: Tensor, norms: Tensor, resid: Tensor) -> Tensor:

@@ -46,6 +46,14 @@ def top_items(
     ]
 
 
+def model_steps(context: Sequence[Step], item_index: Mapping[str, int], keep: int) -> list[int]:
+    """Indices into ``context`` of the steps the model sees: like
+    :func:`nextbehavior.stream.history.encode`, the newest ``keep`` steps whose item the
+    vocabulary knows, oldest first (so right-aligned with a row of ``history_weights``)."""
+    used = [j for j, s in enumerate(context) if s.item_id in item_index]
+    return used[-keep:] if keep > 0 else []
+
+
 def aligned_weights(
     context: Sequence[Step],
     weights: npt.NDArray[np.float32],
@@ -55,12 +63,9 @@ def aligned_weights(
     """One weight per step of ``context`` (None: the step is not in the model's input).
 
     ``weights`` is the row for this history, one weight per input position, right-aligned
-    like the input (:func:`nextbehavior.stream.history.encode` keeps the newest ``max_len``
-    steps whose item the vocabulary knows).
+    like the input (:func:`model_steps`).
     """
-    keep = min(max_len, weights.shape[-1])
-    used = [j for j, s in enumerate(context) if s.item_id in item_index]
-    used = used[-keep:] if keep > 0 else []
+    used = model_steps(context, item_index, min(max_len, weights.shape[-1]))
     out: list[float | None] = [None] * len(context)
     row = weights[weights.shape[-1] - len(used) :].tolist() if used else []
     for j, w in zip(used, row, strict=True):
@@ -77,13 +82,15 @@ def reasons(
 ) -> list[Reason]:
     """The ``top`` history events with the largest weights, heaviest first (ties: newest
     first), aligned as in :func:`aligned_weights`."""
-    row = aligned_weights(context, weights, item_index, max_len)
-    used = [j for j, w in enumerate(row) if w is not None]
-    order = sorted(used, key=lambda j: (row[j], j), reverse=True)[:top]
-    return [
-        Reason(context[j].item_id, context[j].event_type, context[j].timestamp, float(row[j] or 0))
-        for j in order
-    ]
+    used = model_steps(context, item_index, min(max_len, weights.shape[-1]))
+    if not used:
+        return []
+    newest_first = weights[weights.shape[-1] - len(used) :][::-1]
+    out = []
+    for k in np.argsort(-newest_first, kind="stable")[:top].tolist():
+        step = context[used[len(used) - 1 - k]]
+        out.append(Reason(step.item_id, step.event_type, step.timestamp, float(newest_first[k])))
+    return out
 
 
 def build_prediction(
