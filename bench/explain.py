@@ -126,8 +126,8 @@ def ml100k(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(ckpt_dir)
     model = ckpt.model.eval()
     with_w, without = work / "explain", work / "plain"
-    export_bundle(ckpt_dir, with_w, top_k=20, verify=True)
-    export_bundle(ckpt_dir, without, top_k=20, explain=False)
+    export_bundle(ckpt_dir, with_w, top_k=20, verify=True, explain=True)
+    export_bundle(ckpt_dir, without, top_k=20)
     pred, plain = (Predictor(p, providers=["CPUExecutionProvider"]) for p in (with_w, without))
     table = load_events(args.data, progress=False)
     split = leave_one_out(build_sequences(table))
@@ -203,7 +203,7 @@ def cue(n_layers: int, work: Path, rows: int) -> dict[str, Any]:
         work / f"cue{n_layers}", model, cfg.items(), EVENT_TYPES, {}, {"source": "planted cue"}
     )
     bundle = work / f"cue{n_layers}-bundle"
-    export_bundle(ckpt, bundle, top_k=10)
+    export_bundle(ckpt, bundle, top_k=10, explain=True)
     pred = Predictor(bundle, providers=["CPUExecutionProvider"])
     data = cue_rows(rows, cfg, np.random.default_rng(1))
     score = scorer_of(pred)

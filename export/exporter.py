@@ -38,7 +38,7 @@ def export_onnx(
     top_k: int,
     *,
     chunk: int | str | None = "auto",
-    explain: bool = True,
+    explain: bool = False,
 ) -> int | None:
     """Write the scoring graph of ``model`` to ``path`` (one self-contained file).
 

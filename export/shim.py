@@ -97,7 +97,7 @@ class ScoringShim(nn.Module):
         model: BehaviorTransformer,
         top_k: int,
         chunk: int | None = None,
-        explain: bool = True,
+        explain: bool = False,
     ) -> None:
         super().__init__()
         n_items = model.cfg.n_items

@@ -26,7 +26,7 @@ Variant = Literal["fp32", "fp16", "int8"]
 
 
 def export_fp16(
-    model: BehaviorTransformer, path: Path, top_k: int, chunk: int | None, explain: bool = True
+    model: BehaviorTransformer, path: Path, top_k: int, chunk: int | None, explain: bool = False
 ) -> None:
     """Export a half-precision copy of ``model`` (fp32 inputs/outputs unchanged: int64 / fp32)."""
     half = copy.deepcopy(model).half().eval()

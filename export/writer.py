@@ -52,7 +52,7 @@ def export_bundle(
     quantize: str | None = None,
     fp16: bool = False,
     chunk: int | str | None = "auto",
-    explain: bool = True,
+    explain: bool = False,
 ) -> Manifest:
     """Export the checkpoint at ``checkpoint_dir`` as a bundle in ``out_dir``; return its manifest.
 

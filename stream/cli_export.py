@@ -32,9 +32,10 @@ def export(
     explain: Annotated[
         bool,
         typer.Option(
-            "--explain/--no-explain", help="Add the history_weights output (worker --explain)"
+            "--explain/--no-explain",
+            help="Add the history_weights output, for `worker --explain` and `explain`",
         ),
-    ] = True,
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level")] = "WARNING",
 ) -> None:
     """Export a checkpoint as a model bundle (model.onnx + manifest.json).

@@ -89,9 +89,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real bundle (model.onnx + manifest.json, top_k 10) exported from ``tiny_checkpoint``."""
+    """A real bundle (model.onnx + manifest.json, top_k 10, with the ``history_weights`` output
+    for explanations) exported from ``tiny_checkpoint``."""
     from nextbehavior.export.writer import export_bundle
 
     out = tmp_path_factory.mktemp("tiny") / "bundle"
-    export_bundle(tiny_checkpoint, out, top_k=TINY_TOP_K)
+    export_bundle(tiny_checkpoint, out, top_k=TINY_TOP_K, explain=True)
     return out

@@ -51,7 +51,7 @@ def one_thread() -> Iterator[None]:
 def plain_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model exported without the history_weights output."""
     out = tmp_path_factory.mktemp("plain") / "bundle"
-    export_bundle(tiny_checkpoint, out, top_k=10, explain=False)
+    export_bundle(tiny_checkpoint, out, top_k=10)
     return out
 
 
@@ -89,8 +89,8 @@ def test_served_weights_equal_the_full_path_reference(n_layers: int) -> None:
     """The shim computes the newest row only; it must equal the full (T x T) rollout."""
     model = random_model(n_layers, seed=n_layers)
     cfg = model.cfg
-    plain = ScoringShim(model, 5, explain=False)
-    shim = ScoringShim(model, 5)
+    plain = ScoringShim(model, 5)
+    shim = ScoringShim(model, 5, explain=True)
     for _, items, types in parity_cases(cfg.max_len, cfg.n_items, cfg.n_event_types):
         x, t = torch.from_numpy(items), torch.from_numpy(types)
         with torch.no_grad():
@@ -129,7 +129,7 @@ def test_planted_cue_is_found_and_removing_it_matters() -> None:
     """Next item = partner of the one purchase: the cue must be the top-weighted event."""
     cfg = CueConfig()
     model = train_cue_model(cfg, steps=200, seed=0)
-    shim = ScoringShim(model, 10)
+    shim = ScoringShim(model, 10, explain=True)
 
     def scorer(items: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():

@@ -48,7 +48,7 @@ def test_shim_equals_model_forward(tiny_checkpoint: Path) -> None:
     """The last-position-only shim gives exactly the model's answer, in eager torch too."""
     ckpt = load_checkpoint(tiny_checkpoint)
     model, cfg = ckpt.model, ckpt.config
-    shim = ScoringShim(model, 10)
+    shim = ScoringShim(model, 10, explain=True)
     for _, items, types in parity_cases(cfg.max_len, cfg.n_items, cfg.n_event_types):
         x, t = torch.from_numpy(items), torch.from_numpy(types)
         with torch.no_grad():
