@@ -37,6 +37,8 @@ from typing import Any
 
 import faust
 
+from nextbehavior.stream.pipeline import Headers, Sender
+
 logger = logging.getLogger(__name__)
 
 
@@ -126,3 +128,27 @@ def tracked_table(barrier: ChangelogBarrier) -> type[faust.Table[Any, Any]]:
             return future
 
     return TrackedTable
+
+
+def transactional_senders(app: faust.App, source_topic: str) -> Callable[[int], Sender]:
+    """Exactly-once (``processing_guarantee=exactly_once``, Apache Kafka only): the sender for
+    outputs of records from ``source_topic``'s partition ``p``, inside that partition's Faust
+    transaction (id ``{app id}-{group}-{p}``, as Faust's TransactionManager names it), so that
+    a prediction or dead letter is committed, or aborted, together with the source offset and
+    the changelog writes. Consumers that read with ``isolation_level=read_committed`` then see
+    each output once."""
+
+    def sender(partition: int) -> Sender:
+        group = app.assignor.group_for_topic(source_topic)  # known once the group is joined
+        transactional_id = f"{app.conf.id}-{group}-{partition}"
+
+        async def send(
+            topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+        ) -> Awaitable[Any]:
+            return await app.producer.send(
+                topic, key, value, None, None, headers, transactional_id=transactional_id
+            )
+
+        return send
+
+    return sender

@@ -33,7 +33,8 @@ Headers = list[tuple[str, bytes]]
 Sender = Callable[[str, bytes | None, bytes | None, Headers | None], Awaitable[Awaitable[Any]]]
 """``await send(topic, key, value, headers)`` queues a record and returns its delivery future."""
 Acker = Callable[[Any], Awaitable[Any]]
-Outgoing = tuple[str, bytes | None, bytes | None, Headers | None]
+Outgoing = tuple[str, bytes | None, bytes | None, Headers | None, int]
+"""``(topic, key, value, headers, source partition)``: an output and where its input came from."""
 
 SEND_ATTEMPTS = 3
 SEND_BACKOFF_S = 0.5
@@ -72,8 +73,10 @@ class Pipeline(Generic[Token]):
         explain: bool = False,
         stats: Stats | None = None,
         observer: BatchObserver | None = None,
+        send_for: Callable[[int], Sender] | None = None,
     ) -> None:
         self.intake = intake
+        self.send_for = send_for  # exactly-once: the sender of each source partition's transaction
         self.observer = observer
         self.send = send
         self.ack = ack
@@ -127,7 +130,7 @@ class Pipeline(Generic[Token]):
             result = next(scored) if isinstance(work, Scorable) else work
             if isinstance(result, DeadLetter):
                 rec = result.record
-                out.append((self.dlq_topic, rec.key, rec.value, result.headers()))
+                out.append((self.dlq_topic, rec.key, rec.value, result.headers(), rec.partition))
                 self.stats.events["dead_lettered"] += 1
                 self.stats.errors[result.error_type] += 1
                 logger.warning(
@@ -138,7 +141,9 @@ class Pipeline(Generic[Token]):
                     extra=_fields(rec),
                 )
             else:
-                out.append((self.output_topic, work.record.key, result, None))
+                out.append(
+                    (self.output_topic, work.record.key, result, None, work.record.partition)
+                )
                 assert isinstance(work, Scorable)
                 self.stats.events["duplicate" if work.duplicate else "predicted"] += 1
         await self._send_all(out)
@@ -231,17 +236,18 @@ class Pipeline(Generic[Token]):
         """Queue one record. A dead letter too large for the dead-letter topic (its headers
         push it over the limit) goes without its value, with a ``value_dropped`` header,
         rather than crash-looping the worker on it."""
+        topic, key, value, headers, partition = rec
+        send = self.send if self.send_for is None else self.send_for(partition)
         try:
-            return await self.send(*rec)
+            return await send(topic, key, value, headers)
         except MessageSizeTooLargeError:
-            topic, key, value, headers = rec
             if topic != self.dlq_topic or value is None:
                 raise
             logger.error(
                 "dead letter of %d bytes is too large; sending it without its value", len(value)
             )
             dropped = ("value_dropped", f"{len(value)} bytes: too large to forward".encode())
-            return await self.send(topic, key, None, [*(headers or []), dropped])
+            return await send(topic, key, None, [*(headers or []), dropped])
 
 
 def _failed(result: Any) -> bool:

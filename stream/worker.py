@@ -21,7 +21,7 @@ from faust.web import Request, Response, View
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.connection import aiokafka_options
-from nextbehavior.stream.durability import ChangelogBarrier, tracked_table
+from nextbehavior.stream.durability import ChangelogBarrier, tracked_table, transactional_senders
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.operations import Operations
 from nextbehavior.stream.pipeline import Headers, Pipeline
@@ -182,6 +182,8 @@ def build_app(
     ) -> Any:
         return await app.producer.send(topic, key, value, None, None, headers)
 
+    exactly_once = settings.processing_guarantee == "exactly_once"  # outputs in transactions
+
     @app.agent(source, name=AGENT_NAME)
     async def predict(stream: faust.StreamT[bytes]) -> None:
         events = cast(faust.Stream[bytes], stream).noack()
@@ -197,6 +199,7 @@ def build_app(
             explain=settings.explain,
             stats=stats,
             observer=ops,
+            send_for=transactional_senders(app, source.get_topic_name()) if exactly_once else None,
         )
         worker.pipeline = pipeline
         runner = asyncio.ensure_future(pipeline.run())

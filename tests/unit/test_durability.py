@@ -4,11 +4,23 @@ a failed or lost write stops all further acknowledgements (nothing more gets com
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import faust
+import orjson
 import pytest
 
-from nextbehavior.stream.durability import ChangelogBarrier, ChangelogError, tracked_table
+from nextbehavior.stream.durability import (
+    ChangelogBarrier,
+    ChangelogError,
+    tracked_table,
+    transactional_senders,
+)
+from nextbehavior.stream.intake import Intake, Record
+from nextbehavior.stream.pipeline import Pipeline
+from nextbehavior.stream.predictor import Predictor
 
 
 class Event:
@@ -105,3 +117,56 @@ def test_tracked_table_is_a_faust_table() -> None:
     app = faust.App("durability-test", broker="kafka://127.0.0.1:1", Table=cls)
     table = app.Table("t", default=int).tumbling(60.0)
     assert isinstance(table.table, cls)  # windowed tables are tracked too
+
+
+async def test_exactly_once_outputs_go_to_their_source_partitions_transaction(
+    tiny_bundle: Path,
+) -> None:
+    """Each prediction and dead letter is sent by its source partition's sender; each sender
+    sends inside that partition's Faust transaction (``{app}-{group}-{partition}``)."""
+    sent: list[tuple[str, str | None]] = []
+
+    class Producer:
+        async def send(self, topic: str, *args: Any, transactional_id: str | None = None) -> Any:
+            sent.append((topic, transactional_id))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    app = SimpleNamespace(
+        conf=SimpleNamespace(id="app"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: {"events": 0}[topic]),
+        producer=Producer(),
+    )
+    senders = transactional_senders(app, "events")  # type: ignore[arg-type]
+    predictor = Predictor(tiny_bundle, ["CPUExecutionProvider"])
+    intake = Intake({}, max_len=predictor.max_len, horizon_ms=None, max_bytes=4096)
+    acks: list[int] = []
+
+    async def ack(token: int) -> None:
+        acks.append(token)
+
+    async def unused(*args: Any) -> Any:
+        raise AssertionError("the plain sender is not used with send_for")
+
+    pipeline: Pipeline[int] = Pipeline(
+        intake,
+        predictor,
+        send=unused,
+        ack=ack,
+        output_topic="out",
+        dlq_topic="dlq",
+        batch_size=8,
+        batch_wait_s=0.01,
+        send_for=senders,
+    )
+    good = orjson.dumps(
+        {"event_id": "e", "user_id": "u", "item_id": "i1", "event_type": "view", "timestamp": 1}
+    )
+    runner = asyncio.create_task(pipeline.run())
+    await pipeline.take(0, Record(b"u", good, "events", 3, 0))
+    await pipeline.take(1, Record(b"v", b"junk", "events", 1, 0))
+    pipeline.close()
+    await asyncio.wait_for(runner, timeout=20)
+    assert sorted(sent) == [("dlq", "app-0-1"), ("out", "app-0-3")]
+    assert acks == [0, 1]
