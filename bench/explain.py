@@ -6,9 +6,10 @@ Faithfulness (``nextbehavior.model.faithfulness``), on the served bundle (ONNX R
 test history, remove one event and measure how much of the top-10 changes. Compared: the
 top-weighted event vs a uniformly random event (exact expectation over the row's events), and
 the same two among the events before the newest; ``best`` is the leave-one-out oracle. Also the
-drop in the test target's log-probability (torch model). The same is computed for two
+drop in the test target's log-probability (torch model). The same is computed for three
 alternatives the method was chosen over (last-block attention averaged over heads; plain
-rollout with the residual fixed at 0.5), from torch on the same rows.
+rollout with the residual fixed at 0.5; |gradient x input| of the top item's log-probability),
+from torch on the same rows.
 Synthetic: planted-cue histories (``model.synthetic_cue``; the next item depends on one earlier
 purchase), with 1 and 2 blocks: how often the cue is the top-weighted event (and in the top 3
 that ``because`` lists), plus the removal test.
@@ -48,14 +49,34 @@ from nextbehavior.stream.predictions import reasons
 from nextbehavior.stream.predictor import Predictor
 
 I64 = np.ndarray
+ALTERNATIVES = ("last-block attention", "plain rollout (0.5 residual)", "gradient x input")
+
+
+def embed(model: BehaviorTransformer, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """The input of the first block (B, T, d), as ``BehaviorTransformer.hidden`` builds it."""
+    t = items.shape[1]
+    pos = torch.arange(t - 1, -1, -1).clamp(max=model.cfg.max_len - 1)
+    x = model.item_emb(items) * math.sqrt(model.cfg.d_model)
+    return (x + model.type_emb(types) + model.pos_emb(pos)[None]) * (items != 0)[..., None]
+
+
+def grad_x_input(model: BehaviorTransformer, items: torch.Tensor, types: torch.Tensor) -> I64:
+    """|gradient x input| of the top item's log-probability, per position (needs autograd)."""
+    x0 = embed(model, items, types).detach().requires_grad_(True)
+    x, mask = x0, attention_mask(items)
+    for block in model.blocks:
+        x = block(x, mask)
+    logits = model.item_logits(model.ln_f(x)[:, -1])
+    logits[:, 0] = float("-inf")
+    logits.log_softmax(1).max(1).values.sum().backward()
+    assert x0.grad is not None
+    return (x0.grad * x0).sum(-1).abs().detach().numpy()
 
 
 def attention_maps(model: BehaviorTransformer, items: torch.Tensor, types: torch.Tensor) -> list:
     """Each block's attention probabilities (B, h, T, T), eval mode."""
     t = items.shape[1]
-    pos = torch.arange(t - 1, -1, -1).clamp(max=model.cfg.max_len - 1)
-    x = model.item_emb(items) * math.sqrt(model.cfg.d_model)
-    x = (x + model.type_emb(types) + model.pos_emb(pos)[None]) * (items != 0)[..., None]
+    x = embed(model, items, types)
     mask = attention_mask(items)
     maps = []
     for block in model.blocks:
@@ -68,19 +89,23 @@ def attention_maps(model: BehaviorTransformer, items: torch.Tensor, types: torch
     return maps
 
 
-@torch.no_grad()
 def alternatives(model: BehaviorTransformer, items: I64, types: I64) -> dict[str, I64]:
-    """Weights of the methods not chosen: last-block attention, plain (0.5) rollout."""
-    maps = attention_maps(model.eval(), torch.from_numpy(items), torch.from_numpy(types))
+    """Weights of the methods not chosen: last-block attention, plain (0.5) rollout, gradient x
+    input (torch only: no ONNX inference graph has autograd)."""
+    it, ty = torch.from_numpy(items), torch.from_numpy(types)
+    grad = grad_x_input(model.eval(), it, ty)
+    with torch.no_grad():
+        maps = attention_maps(model, it, ty)
     eye = torch.eye(items.shape[1])[None]
     rollout = None
-    for att in maps:
+    for att in maps:  # (B, h, T, T)
         mix = 0.5 * att.mean(1) + 0.5 * eye
         rollout = mix if rollout is None else mix @ rollout
     assert rollout is not None
     return {
-        "last-block attention": maps[-1][:, :, -1].mean(1).numpy(),
-        "plain rollout (0.5 residual)": rollout[:, -1].numpy(),
+        "last-block attention": maps[-1][:, :, -1].mean(1).detach().numpy(),
+        "plain rollout (0.5 residual)": rollout[:, -1].detach().numpy(),
+        "gradient x input": grad,
     }
 
 
@@ -257,12 +282,13 @@ def main() -> None:
             f"cue is the top-weighted event {c['cue_top1']:.1%} (in the top 3: "
             f"{c['cue_top3']:.1%}); last-block attention "
             f"{c['last-block attention']['cue_top1']:.1%}, plain rollout "
-            f"{c['plain rollout (0.5 residual)']['cue_top1']:.1%}"
+            f"{c['plain rollout (0.5 residual)']['cue_top1']:.1%}, gradient x input "
+            f"{c['gradient x input']['cue_top1']:.1%}"
         )
         print(line("served (norm-weighted rollout)", c["served"]))
     m = summary["ml100k"]
     print(f"ML-100K, {m['rows']} test histories ({m['checkpoint']}):")
-    for name in ("served", "last-block attention", "plain rollout (0.5 residual)"):
+    for name in ("served", *ALTERNATIVES):
         print(line("served (norm-weighted rollout)" if name == "served" else name, m[name]))
     for b, c in m["cost"].items():
         if b.startswith("batch"):

@@ -128,7 +128,8 @@ class ScoringShim(nn.Module):
         type_probs = torch.softmax(type_logits, dim=1)  # (B, n_types)
         if weights is None:
             return ids, scores, type_probs
-        return ids, scores, type_probs, weights.float()
+        weights = weights.float()  # fp16 graphs: renormalize in fp32, so rows sum to 1
+        return ids, scores, type_probs, weights / weights.sum(dim=1, keepdim=True)
 
     def _last_hidden(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, Tensor | None]:
         """Final state of the newest position (B, d) and, with ``explain``, its history weights

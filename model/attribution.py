@@ -9,22 +9,29 @@ keeps itself by ``||x_i||`` (the residual). Each row of that mixing matrix is no
 rows are chained through the blocks (``r = m_L[-1] @ M_(L-1) ... @ M_1``): one weight per
 history position, 0 on padding, summing to 1.
 
-Why this one (measured, ``bench/explain.py``; the figures are in its output and the README):
+Why this one (measured with ``bench/explain.py``; faithfulness = how much of the top-10 changes
+when the top-weighted event is removed, :mod:`nextbehavior.model.faithfulness`):
 
-- *Last-layer attention* alone ignores the residual: the newest event reaches the output mostly
-  by its own residual stream, not by attention. On ML-100K it almost never picked the newest
-  event, although removing that event changes the top-10 by ~60% (a random event: ~5%).
+- *Last-block attention* alone ignores the residual: the newest event reaches the output mostly
+  by its own residual stream, not by attention. On ML-100K it put the newest event first in 3%
+  of histories, although removing that event changes the top-10 by ~59% (a random event: 5%);
+  its top-weighted event moved the top-10 by 10%, ours by 59% (the leave-one-out best: 60%).
 - *Plain rollout* (residual fixed at 0.5) over-weights the residual: on a one-block model whose
-  answer depends only on one planted earlier event it ranked the newest event first every time.
-  Weighting by norms lets the data say how much each path carries; it got both cases right.
-- *Gradient x input* needs autograd (no ONNX inference graph has it) and was no more faithful.
+  answer depends only on one planted earlier purchase it ranked the newest event first every
+  time (cue found 0%; ours 100%). Weighting by norms lets the model say how much each path
+  carries.
+- *Gradient x input* needs autograd (no ONNX inference graph has it); in trials it was no more
+  faithful (ML-100K: 56% vs 59%) and picked the newest event on a planted-cue model where the
+  cue alone decides.
 - *Leave-one-out occlusion* is faithful by construction but costs T forward passes per row
-  (50x at max_len 50); we use it only as the yardstick (:mod:`nextbehavior.model.faithfulness`).
+  (50x at max_len 50); it is the yardstick, not the method.
 
-Cost in the served graph: the attention probabilities of the earlier blocks (computed anyway),
-the value norms (``B*T*d*d``, about one more output projection per block) and one
-vector-matrix product per block. The exact per-edge norm ``||sum_h a_hij f_h(x_j)||`` would
-cost ``B*T*T*d``; its per-head upper bound used here chose the same events in our runs.
+Cost in the served graph: explicit attention in the earlier blocks (the same arithmetic as
+SDPA), per-head value norms via a (d/h, d/h) Gram matrix (``B*T*d*d/h``), the (B, T, T) mixing
+of each earlier block and one vector-matrix product per block: about 15% more CPU time per
+full-length ML-100K history (``bench/explain.py``), hence opt-in (``export --explain``). The
+exact per-edge norm ``||sum_h a_hij f_h(x_j)||`` would cost ``B*T*T*d``; its per-head upper
+bound, used here, chose the same events in our trials.
 Not covered: the optional repeat bias (``ModelConfig.repeat_bias``, off by default), which adds
 logits straight from history items without attention.
 """

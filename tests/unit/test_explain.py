@@ -116,6 +116,27 @@ def test_bundle_without_weights(tiny_checkpoint: Path, plain_bundle: Path) -> No
     assert report.ok and report.max_weight_diff == 0.0
 
 
+def test_fp16_bundle_explains_like_fp32(
+    tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The CUDA variant carries the weights too, renormalized in fp32."""
+    out = tmp_path / "fp16-explain"
+    export_bundle(tiny_checkpoint, out, top_k=10, fp16=True, explain=True)
+    rng = np.random.default_rng(2)
+    items = rng.integers(1, 51, size=(64, 12))
+    items[:16, :6] = 0
+    types = np.where(items > 0, 1, 0)
+    got, ref = (
+        Predictor(b, providers=["CPUExecutionProvider"]).predict(items, types).weights
+        for b in (out, tiny_bundle)
+    )
+    assert got is not None and ref is not None
+    np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+    assert np.all(got[:16, :6] == 0)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert np.abs(got - ref).max() < 0.01
+
+
 def test_remove_event_keeps_left_padding() -> None:
     items = np.array([[0, 5, 6, 7], [1, 2, 3, 4]], dtype=np.int64)
     got, types = remove_event(items, items * 10, 2)
