@@ -28,8 +28,9 @@ when the top-weighted event is removed, :mod:`nextbehavior.model.faithfulness`):
 
 Cost in the served graph: explicit attention in the earlier blocks (the same arithmetic as
 SDPA), per-head value norms via a (d/h, d/h) Gram matrix (``B*T*d*d/h``), the (B, T, T) mixing
-of each earlier block and one vector-matrix product per block: about 15% more CPU time per
-full-length ML-100K history (``bench/explain.py``), hence opt-in (``export --explain``). The
+of each earlier block and one vector-matrix product per block. ML-100K, full-length histories,
+one CPU thread: 10% more CPU time per sequence at batch 64, 21% at batch 1
+(``bench/explain.py``), hence opt-in (``export --explain``). The
 exact per-edge norm ``||sum_h a_hij f_h(x_j)||`` would cost ``B*T*T*d``; its per-head upper
 bound, used here, chose the same events in our trials.
 Not covered: the optional repeat bias (``ModelConfig.repeat_bias``, off by default), which adds
