@@ -7,18 +7,23 @@
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 PAD = 0
+_event_ids = operator.attrgetter("event_id")
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One event as kept in a user's state (what the model and `because` need, nothing more)."""
+class Step(NamedTuple):
+    """One event as kept in a user's state (what the model and `because` need, nothing more).
+
+    A named tuple, not a dataclass: the worker rebuilds a user's whole state (up to max_len
+    steps) for every event, and a tuple is ~4x cheaper to build than a frozen dataclass.
+    """
 
     event_id: str
     item_id: str
@@ -35,7 +40,7 @@ def add_step(
     history as it is and returns ``changed=False``. The windows keep at most ``max_len``
     newest steps, and drop steps older than ``horizon_ms`` before the newest one.
     """
-    if any(s.event_id == step.event_id for s in history):
+    if step.event_id in map(_event_ids, history):
         return list(history), False
     out = list(history)
     keys = [s.timestamp for s in out]

@@ -12,6 +12,7 @@ from nextbehavior.stream.state import (
     apply_event,
     decode_history,
     encode_history,
+    event_key,
 )
 
 HOUR = 3_600_000
@@ -39,9 +40,64 @@ def test_record_is_compact() -> None:
     assert len(encode_history(history)) < 50 * 50
 
 
+def test_long_ids_are_kept_as_short_keys_and_still_dedupe() -> None:
+    long_ids = [f"{n:020x}" for n in range(3)] + ["6f1c1f0e-4a5b-4c1d-9e2f-0a1b2c3d4e5f"]
+    history = [Step(eid, "i", "view", n) for n, eid in enumerate(long_ids)]
+    held = decode_history(encode_history(history))
+    assert [s.event_id for s in held] == [event_key(e) for e in long_ids]
+    assert all(len(s.event_id) == 12 and s.event_id.startswith("#") for s in held)
+    assert len(set(s.event_id for s in held)) == len(long_ids)
+    assert event_key("short-id") == "short-id"  # readable where it costs nothing
+    again = apply_event(held, Step(long_ids[1], "other", "cart", 99), max_len=9, horizon_ms=None)
+    assert again.duplicate and not again.changed and len(again.context) == 2
+    new = apply_event(held, Step("x" * 40, "i", "view", 9), max_len=9, horizon_ms=None)
+    assert new.changed and new.history[-1].event_id == event_key("x" * 40)
+
+
+def test_full_state_fits_in_2kb_whatever_the_ids() -> None:
+    """The issue-7 target: at most 2 KB per user at max_len 50 (20-hex-digit ids as replay
+    makes them, or UUIDs; ML-100K-like item ids, a few behavior types, seconds apart)."""
+    for make_id in (lambda n: f"{n * 7919:020x}", lambda n: f"{n:08x}-4a5b-4c1d-9e2f-0a1b2c3d4e5f"):
+        history = [
+            Step(
+                make_id(n),
+                str(1 + n * 37 % 1682),
+                ("view", "click", "cart")[n % 3],
+                1_700_000_000_000 + 45_000 * n,
+            )
+            for n in range(50)
+        ]
+        raw = encode_history(history)
+        assert len(raw) <= 2048, len(raw)
+        assert [(s.item_id, s.event_type, s.timestamp) for s in decode_history(raw)] == [
+            (s.item_id, s.event_type, s.timestamp) for s in history
+        ]
+
+
+def test_format_1_records_are_still_read() -> None:
+    long_id = "a" * 30
+    raw = orjson.dumps([1, [["e1", "i1", "view", 5], [long_id, "i2", "buy", 7]]])
+    assert decode_history(raw) == [
+        Step("e1", "i1", "view", 5),
+        Step(event_key(long_id), "i2", "buy", 7),
+    ]
+
+
 @pytest.mark.parametrize(
     "raw",
-    [b"not json", b"{}", b"[2, []]", b"[1]", b'[1, [["e", "i"]]]', b'[1, [["e", "i", "t", "x"]]]'],
+    [
+        b"not json",
+        b"{}",
+        b"[2, []]",
+        b"[1]",
+        b'[1, [["e", "i"]]]',
+        b'[1, [["e", "i", "t", "x"]]]',
+        b'[2, ["e"], ["i"], ["view"], [0], []]',  # columns of different lengths
+        b'[2, ["e"], ["i"], ["view"], [3], [1]]',  # type index out of range
+        b'[2, ["e"], ["i"], ["view"], [0], ["x"]]',  # timestamp not an integer
+        b'[2, [1], ["i"], ["view"], [0], [1]]',  # id not a string
+        b'[3, ["e"], ["i"], ["view"], [0], [1]]',  # a later format
+    ],
 )
 def test_unreadable_records_raise(raw: bytes) -> None:
     with pytest.raises(StateError):
