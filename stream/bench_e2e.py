@@ -16,6 +16,7 @@ Faust settings and synthetic events (:mod:`nextbehavior.stream.loadgen`):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ from nextbehavior.stream.worker_process import (
     PASSTHROUGH_MODULE,
     WORKER_MODULE,
     ChildProcess,
+    process_cpu_seconds,
     wait_group_settled,
 )
 
@@ -65,6 +67,8 @@ class E2EOptions:
     latency_s: float = 10.0
     bundle: Path | None = None
     skip_passthrough: bool = False
+    trace_path: Path | None = None  # CSV of (send time, latency) of the last latency phase
+    rounds: int = 1  # worker + passthrough pairs; figures are medians, latency from the last
     profile_dir: Path | None = None  # py-spy profiles of the backlog phase, collapsed stacks
 
 
@@ -101,6 +105,8 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 @dataclass
 class PhaseResult:
     events_per_s: float
+    cpu_ms_per_event: float | None  # the process(es) under test, during the backlog
+    broker_cpu_ms_per_event: float | None  # the embedded broker, same span
     latency_ms: dict[str, float] | None
     latency_rate: float | None
     load_before: list[float]
@@ -108,11 +114,30 @@ class PhaseResult:
     stats: list[dict[str, Any]]
 
 
+def _cpu(pids: Sequence[int]) -> float | None:
+    used = [process_cpu_seconds(pid) for pid in pids]
+    return None if any(u is None for u in used) else sum(u for u in used if u is not None)
+
+
+def _per_event_ms(before: float | None, after: float | None, events: int) -> float | None:
+    if before is None or after is None:
+        return None
+    return round((after - before) * 1000.0 / events, 4)
+
+
 class Bench:
     """One benchmark run on one broker; ``run_phase`` per process kind."""
 
-    def __init__(self, settings: Settings, options: E2EOptions, bundle: Path, work: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: E2EOptions,
+        bundle: Path,
+        work: Path,
+        broker_pid: int | None = None,
+    ) -> None:
         self.settings = settings
+        self.broker_pid = broker_pid
         self.options = options
         self.bundle = bundle
         self.work = work
@@ -144,9 +169,11 @@ class Bench:
             seed=1,
         )
 
-    async def run_phase(self, kind: str, latency_rate: float | None) -> PhaseResult:
-        """Throughput of ``kind`` ("worker" or "passthrough") on the backlog, then latency at
-        ``latency_rate`` events/s (None: half the measured throughput)."""
+    async def run_phase(
+        self, kind: str, latency_rate: float | None, *, latency: bool = True
+    ) -> PhaseResult:
+        """Throughput of ``kind`` ("worker" or "passthrough") on the backlog, then (``latency``)
+        latency at ``latency_rate`` events/s (None: half the measured throughput)."""
         opts, tag = self.options, uuid.uuid4().hex[:8]
         names = {k: f"bench-{kind}-{k}-{tag}" for k in ("events", "predictions", "dlq")}
         await ensure_topics(
@@ -172,24 +199,41 @@ class Bench:
             await collector.start()
             load_before = load_average()
             spies = [self._spy(p) for p in procs] if opts.profile_dir else []
+            pids = [p.pid for p in procs]
+            cpu0, broker0 = _cpu(pids), self._broker_cpu()
             logger.info("%s: producing a backlog of %d events", kind, len(self.backlog))
             await produce_backlog(self.settings, names["events"], self.backlog)
             await self._wait(collector, [e.event_id for e in self.backlog], procs)
+            n = len(self.backlog)
+            cpu = _per_event_ms(cpu0, _cpu(pids), n)
+            broker_cpu = _per_event_ms(broker0, self._broker_cpu(), n)
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
             produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
             span_s = max(1, max(produced) - min(produced)) / 1000.0
             eps = (len(produced) - 1) / span_s
-            logger.info("%s: %.0f events/s over %.1f s", kind, eps, span_s)
+            logger.info(
+                "%s: %.0f events/s over %.1f s; CPU ms/event %s, broker %s",
+                *(kind, eps, span_s, cpu, broker_cpu),
+            )
             rate = latency_rate if latency_rate is not None else eps / 2
-            latency = None
-            if opts.latency_s > 0:
+            lat = None
+            if latency and opts.latency_s > 0:
                 paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
                 logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
+                spies = [self._spy(p, "latency") for p in procs] if opts.profile_dir else []
                 sent = await produce_paced(self.settings, names["events"], paced, rate)
                 await self._wait(collector, list(sent), procs)
-                latency = percentiles([collector.arrivals[i].read_s - t for i, t in sent.items()])
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
+                delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
+                lat = percentiles(delays)
+                if opts.trace_path is not None:
+                    pairs = zip(sent.values(), delays, strict=True)
+                    rows = [f"{t:.4f},{d * 1000:.2f}" for t, d in pairs]
+                    opts.trace_path.write_text("sent_s,latency_ms\n" + "\n".join(rows) + "\n")
             load_after = load_average()
             stats = [s for s in (p.stats() for p in procs) if s is not None]
         finally:
@@ -197,16 +241,20 @@ class Bench:
             codes = [p.stop() for p in procs]
         if any(codes):
             logger.warning("%s exit codes %s (logs in %s)", kind, codes, self.work)
-        return PhaseResult(eps, latency, rate, load_before, load_after, stats)
+        return PhaseResult(eps, cpu, broker_cpu, lat, rate, load_before, load_after, stats)
 
-    def _spy(self, proc: ChildProcess) -> subprocess.Popen[bytes]:
-        """``py-spy record`` of ``proc`` (CPU samples, per thread, collapsed stacks)."""
+    def _broker_cpu(self) -> float | None:
+        return None if self.broker_pid is None else process_cpu_seconds(self.broker_pid)
+
+    def _spy(self, proc: ChildProcess, phase: str = "backlog") -> subprocess.Popen[bytes]:
+        """``py-spy record`` of ``proc``: samples that hold the GIL (the Python work, which one
+        core serializes), per thread, as collapsed stacks."""
         assert self.options.profile_dir is not None
         self.options.profile_dir.mkdir(parents=True, exist_ok=True)
-        out = self.options.profile_dir / f"{proc.name.rsplit('-', 1)[0]}.txt"
+        out = self.options.profile_dir / f"{proc.name.rsplit('-', 1)[0]}-{phase}.txt"
         exe = Path(sys.executable).with_name("py-spy")
         cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(proc.pid)]
-        cmd += ["--format", "raw", "--threads", "--rate", "200", "--output", str(out)]
+        cmd += ["--format", "raw", "--threads", "--gil", "--rate", "200", "--output", str(out)]
         logger.info("profiling %s into %s", proc.name, out)
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -224,27 +272,54 @@ class Bench:
             raise TimeoutError(f"only {got} of {len(ids)} outputs within {timeout:.0f}s")
 
 
-async def measure(settings: Settings, options: E2EOptions, work: Path) -> dict[str, Any]:
-    """Run both phases; the result object of ``bench e2e --json``."""
+async def measure(
+    settings: Settings, options: E2EOptions, work: Path, broker_pid: int | None = None
+) -> dict[str, Any]:
+    """Run the rounds (worker, then passthrough, each on fresh topics and processes); the
+    result object of ``bench e2e --json``. Latency is measured in the last round."""
     if options.bundle is not None:
         bundle, model = options.bundle, f"given bundle ({options.bundle})"
     else:
         bundle, model = await asyncio.to_thread(default_bundle, work)
-    bench = Bench(settings, options, bundle, work)
+    bench = Bench(settings, options, bundle, work, broker_pid)
     machine = machine_info()
-    worker = await bench.run_phase("worker", None)
-    passthrough = None
-    if not options.skip_passthrough:
-        passthrough = await bench.run_phase("passthrough", worker.latency_rate)
-    pt_eps = passthrough.events_per_s if passthrough else None
+    workers: list[PhaseResult] = []
+    passes: list[PhaseResult] = []
+    for r in range(options.rounds):
+        last = r == options.rounds - 1
+        workers.append(await bench.run_phase("worker", None, latency=last))
+        if not options.skip_passthrough:
+            rate = workers[-1].latency_rate
+            passes.append(await bench.run_phase("passthrough", rate, latency=last))
+    worker, passthrough = workers[-1], (passes[-1] if passes else None)
+    w_eps = _median([w.events_per_s for w in workers])
+    p_eps = _median([p.events_per_s for p in passes]) if passes else None
+    ratios = [w.events_per_s / p.events_per_s for w, p in zip(workers, passes, strict=False)]
+    w_cpu = _median([w.cpu_ms_per_event for w in workers])
+    p_cpu = _median([p.cpu_ms_per_event for p in passes]) if passes else None
     manifest = read_manifest(bundle)
     return {
-        "events_per_s": round(worker.events_per_s, 1),
-        "passthrough_events_per_s": round(pt_eps, 1) if pt_eps else None,
-        "ratio": round(worker.events_per_s / pt_eps, 3) if pt_eps else None,
+        "events_per_s": w_eps,
+        "passthrough_events_per_s": p_eps,
+        "ratio": round(_median(ratios) or 0.0, 3) if ratios else None,
         "latency_ms": worker.latency_ms,
         "latency_rate_per_s": round(worker.latency_rate or 0.0, 1),
         "passthrough_latency_ms": passthrough.latency_ms if passthrough else None,
+        "cpu_ms_per_event": {
+            "worker": w_cpu,
+            "passthrough": p_cpu,
+            "ratio": round(p_cpu / w_cpu, 3) if w_cpu and p_cpu else None,
+            "broker_with_worker": _median([w.broker_cpu_ms_per_event for w in workers]),
+            "broker_with_passthrough": _median([p.broker_cpu_ms_per_event for p in passes]),
+        },
+        "rounds": [
+            {
+                "worker_events_per_s": round(w.events_per_s, 1),
+                "passthrough_events_per_s": round(p.events_per_s, 1) if p else None,
+                "load_avg": [w.load_before, w.load_after],
+            }
+            for w, p in itertools.zip_longest(workers, passes)
+        ],
         "events": options.events,
         "users": bench.users,
         "partitions": options.partitions,
@@ -265,6 +340,11 @@ async def measure(settings: Settings, options: E2EOptions, work: Path) -> dict[s
     }
 
 
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(float(np.median(known)), 4) if known else None
+
+
 def _brief(stats: dict[str, Any]) -> dict[str, Any]:
     keys = ("events", "batches", "mean_batch", "max_batch", "inference_s")
     return {k: stats[k] for k in keys if k in stats}
@@ -279,4 +359,5 @@ def run_e2e(options: E2EOptions, broker: str | None) -> dict[str, Any]:
         if broker is not None:
             return asyncio.run(measure(get_settings(broker=broker), options, work))
         with EmbeddedBroker(log_path=work / "broker.log") as embedded:
-            return asyncio.run(measure(get_settings(broker=embedded.url), options, work))
+            settings = get_settings(broker=embedded.url)
+            return asyncio.run(measure(settings, options, work, embedded.pid))

@@ -29,6 +29,12 @@ def _bench_text(result: dict[str, Any]) -> str:
             f"passthrough: {result['passthrough_events_per_s']:>8,.0f} events/s",
             f"ratio worker/passthrough: {result['ratio']:.3f}",
         ]
+    cpu = result["cpu_ms_per_event"]
+    if cpu["worker"] is not None:
+        lines.append(
+            f"CPU per event: worker {cpu['worker']:.3f} ms, passthrough {cpu['passthrough']} ms "
+            f"(ratio {cpu['ratio']}); broker {cpu['broker_with_worker']} ms with the worker"
+        )
     rate = result["latency_rate_per_s"]
     if lat:
         lines.append(
@@ -58,12 +64,18 @@ def bench_e2e(
         Path | None,
         typer.Option(help="Bundle to serve (default: runs/ml100k-bundle, else a random model)"),
     ] = None,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Worker+passthrough pairs (medians; shared cores are noisy)")
+    ] = 1,
     no_passthrough: Annotated[
         bool, typer.Option("--no-passthrough", help="Measure the worker only")
     ] = False,
     profile: Annotated[
         Path | None,
         typer.Option(help="Write py-spy CPU profiles (collapsed stacks) of the backlog phase here"),
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Write each event's send time and latency here (CSV)")
     ] = None,
     broker: BrokerOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Last line: one JSON object")] = False,
@@ -88,6 +100,8 @@ def bench_e2e(
         latency_s=latency_seconds,
         bundle=bundle,
         skip_passthrough=no_passthrough,
+        rounds=rounds,
+        trace_path=trace,
         profile_dir=profile,
     )
     try:

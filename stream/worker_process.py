@@ -64,6 +64,10 @@ class ChildProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             return None
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the process has used so far (Linux), else None."""
+        return process_cpu_seconds(self.pid)
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise ProcessError(
@@ -91,6 +95,15 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(10)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid``, from ``/proc`` (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_group_settled(procs: Sequence[ChildProcess], partitions: int, timeout_s: float) -> None:
