@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 FIRST_DELAY_S: Final = 0.5
 MAX_DELAY_S: Final = 10.0
 ATTEMPT_TIMEOUT_S: Final = 10.0
+"""Each attempt may take this long (or the time left, up to ``request_timeout_s``)."""
 
 Lister = Callable[[Settings, float], Awaitable[dict[str, int]]]
 
@@ -64,7 +65,8 @@ async def wait_for_broker(
         attempt += 1
         waited = clock() - start
         try:
-            topics = await lister(settings, max(1.0, min(ATTEMPT_TIMEOUT_S, limit - waited)))
+            timeout = min(settings.request_timeout_s, max(ATTEMPT_TIMEOUT_S, limit - waited))
+            topics = await lister(settings, timeout)
         except TopicError as exc:
             problem = f"broker {where} not reachable ({exc})"
         else:

@@ -330,7 +330,11 @@ def test_worker_refuses_a_missing_input_topic(broker: EmbeddedBroker, tiny_bundl
     result = CliRunner().invoke(
         app,
         ["worker", "--bundle", str(tiny_bundle), "--broker", broker.url],
-        env={"NBP_INPUT_TOPIC": missing, "NBP_PROVIDERS": "CPUExecutionProvider"},
+        env={
+            "NBP_INPUT_TOPIC": missing,
+            "NBP_PROVIDERS": "CPUExecutionProvider",
+            "NBP_BROKER_WAIT_S": "0",  # (by default it waits for the topic: test_reliability.py)
+        },
     )
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
