@@ -22,7 +22,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from nextbehavior.stream.batcher import MicroBatcher
 from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable, Work
-from nextbehavior.stream.predictions import build_prediction, reasons
+from nextbehavior.stream.predictions import prediction_records, reasons
 from nextbehavior.stream.predictor import BatchOutput, Predictor
 from nextbehavior.stream.stats import Stats
 
@@ -192,28 +192,25 @@ class Pipeline(Generic[Token]):
         self, predictor: Predictor, items: Sequence[Scorable], output: BatchOutput
     ) -> list[bytes | DeadLetter]:
         manifest = predictor.manifest
-        now_ms = int(time.time() * 1000)
-        out: list[bytes | DeadLetter] = []
-        for row, work in enumerate(items):
-            because = None
-            if self.explain and output.weights is not None:
-                because = reasons(
-                    work.context, output.weights[row], predictor.item_index, predictor.max_len
-                )
-            prediction = build_prediction(
-                work.event,
-                history_length=work.history_length,
-                top_ids=output.top_ids[row],
-                top_scores=output.top_scores[row],
-                type_probs=output.type_probs[row],
-                items=manifest.items,
-                event_types=manifest.event_types,
-                model_version=manifest.model_version,
-                predicted_at=now_ms,
-                because=because,
-            )
-            out.append(prediction.to_json())
-        return out
+        because = None
+        if self.explain and output.weights is not None:
+            because = [
+                reasons(w.context, output.weights[row], predictor.item_index, predictor.max_len)
+                for row, w in enumerate(items)
+            ]
+        records = prediction_records(
+            [w.event for w in items],
+            [w.history_length for w in items],
+            top_ids=output.top_ids,
+            top_scores=output.top_scores,
+            type_probs=output.type_probs,
+            items=manifest.items,
+            event_types=manifest.event_types,
+            model_version=manifest.model_version,
+            predicted_at=int(time.time() * 1000),
+            because=because,
+        )
+        return list[bytes | DeadLetter](records)
 
     async def _send_all(self, out: list[Outgoing]) -> None:
         """Send every record and wait for delivery; resend failures, then give up loudly."""

@@ -1,7 +1,8 @@
 """Turning one row of model output into the :class:`Prediction` of INTERFACE.md.
 
-Pure functions over numpy rows; the worker calls :func:`build_prediction` once per event of
-a scored batch.
+Pure functions over numpy rows. :func:`build_prediction` makes one :class:`Prediction`;
+the worker turns a whole scored batch into prediction records at once with
+:func:`prediction_records` (the same bytes, much less Python per event).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from nextbehavior.stream.events import Event, Prediction, Reason, ScoredItem
 from nextbehavior.stream.history import PAD, Step
@@ -118,3 +120,73 @@ def build_prediction(
         next_event_type=type_distribution(type_probs, event_types),
         because=because,
     )
+
+
+def type_distributions(
+    probs: npt.NDArray[np.float32], event_types: Sequence[str]
+) -> list[dict[str, float]]:
+    """:func:`type_distribution` of every row of ``probs`` (B, n_types), in one numpy pass."""
+    real = np.asarray(probs[:, 1:], dtype=np.float64)
+    real = np.where(np.isfinite(real) & (real > 0), real, 0.0)
+    totals = real.sum(axis=1)
+    names = event_types[1:]
+    uniform = dict.fromkeys(names, 1.0 / len(names))
+    rows = (real / np.where(totals > 0.0, totals, 1.0)[:, None]).tolist()
+    return [
+        dict(zip(names, row, strict=True)) if total > 0.0 else dict(uniform)
+        for row, total in zip(rows, totals.tolist(), strict=True)
+    ]
+
+
+def prediction_records(
+    events: Sequence[Event],
+    history_lengths: Sequence[int],
+    *,
+    top_ids: npt.NDArray[np.int64],
+    top_scores: npt.NDArray[np.float32],
+    type_probs: npt.NDArray[np.float32],
+    items: Sequence[str],
+    event_types: Sequence[str],
+    model_version: str,
+    predicted_at: int,
+    because: Sequence[list[Reason] | None] | None = None,
+) -> list[bytes]:
+    """The JSON record of each row's prediction, for a whole scored batch.
+
+    Byte for byte ``build_prediction(...).to_json()`` of each row (a unit test holds them
+    equal), without the per-item objects: the worker's hot path, where building 20
+    ``ScoredItem`` and a ``Prediction`` per event cost more than scoring it.
+    """
+    n = len(items)
+    scores = top_scores.tolist()
+    dists = type_distributions(type_probs, event_types)
+    out = []
+    for row, ids in enumerate(top_ids.tolist()):
+        event = events[row]
+        obj: dict[str, object] = {
+            "user_id": event.user_id,
+            "event_id": event.event_id,
+            "event_timestamp": event.timestamp,
+            "predicted_at": predicted_at,
+            "model_version": model_version,
+            "history_length": history_lengths[row],
+            "items": [
+                {"item_id": items[i], "score": s}
+                for i, s in zip(ids, scores[row], strict=True)
+                if PAD < i < n
+            ],
+            "next_event_type": dists[row],
+        }
+        reasons_row = because[row] if because is not None else None
+        if reasons_row is not None:
+            obj["because"] = [
+                {
+                    "item_id": r.item_id,
+                    "event_type": r.event_type,
+                    "timestamp": r.timestamp,
+                    "weight": r.weight,
+                }
+                for r in reasons_row
+            ]
+        out.append(orjson.dumps(obj))
+    return out

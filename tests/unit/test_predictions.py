@@ -6,9 +6,15 @@ import math
 
 import numpy as np
 
-from nextbehavior.stream.events import Event, parse_prediction
+from nextbehavior.stream.events import Event, Reason, parse_prediction
 from nextbehavior.stream.history import Step
-from nextbehavior.stream.predictions import build_prediction, reasons, top_items, type_distribution
+from nextbehavior.stream.predictions import (
+    build_prediction,
+    prediction_records,
+    reasons,
+    top_items,
+    type_distribution,
+)
 
 ITEMS = ["[PAD]", "a", "b", "c", "d"]
 TYPES = ["[PAD]", "view", "click", "cart"]
@@ -68,3 +74,48 @@ def test_build_prediction_fills_the_contract() -> None:
     assert pred.history_length == 4 and pred.model_version == "v1"
     assert [i.item_id for i in pred.items] == ["b", "a"]
     assert pred.because is None
+
+
+def test_batch_records_are_byte_for_byte_build_prediction() -> None:
+    """The worker's batch path equals one build_prediction(...).to_json() per row: padding and
+    out-of-range ids, degenerate type rows, NaN, with and without `because`."""
+    rng = np.random.default_rng(0)
+    types = ["[PAD]", "view", "click", "cart", "buy", "fav", "share", "rate", "skip", "x"]
+    for n_types in (2, 4, 10):
+        b, k = 7, 5
+        ids = rng.integers(0, len(ITEMS) + 2, (b, k)).astype(np.int64)
+        scores = np.sort(rng.random((b, k)).astype(np.float32), axis=1)[:, ::-1]
+        probs = rng.random((b, n_types)).astype(np.float32)
+        probs[1, 1:] = 0.0  # degenerate rows become uniform
+        probs[2, 1] = np.nan
+        events = [Event(f"e{r}", f"u{r}", "a", "view", 1_700_000_000_000 + r) for r in range(b)]
+        because = [None if r % 2 else [Reason("a", "view", r, 0.25 * r)] for r in range(b)]
+        for with_because in (False, True):
+            got = prediction_records(
+                events,
+                list(range(b)),
+                top_ids=ids,
+                top_scores=scores,
+                type_probs=probs,
+                items=ITEMS,
+                event_types=types[:n_types],
+                model_version="v1",
+                predicted_at=42,
+                because=because if with_because else None,
+            )
+            want = [
+                build_prediction(
+                    events[r],
+                    history_length=r,
+                    top_ids=ids[r],
+                    top_scores=scores[r],
+                    type_probs=probs[r],
+                    items=ITEMS,
+                    event_types=types[:n_types],
+                    model_version="v1",
+                    predicted_at=42,
+                    because=because[r] if with_because else None,
+                ).to_json()
+                for r in range(b)
+            ]
+            assert got == want
