@@ -172,9 +172,13 @@ class BehaviorTransformer(nn.Module):
 
         Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
         """
-        # text-aware: the (V, d) table once, so input and output share one ID-dropout draw
+        # text-aware: the (V, d) item table; ID dropout (training) on the scored side only, so
+        # the history encoder always reads items as served
         table = None if self.item_text is None else self.item_table()
-        h = self.hidden(item_ids, event_types, table)  # (B, T, d)
+        table_in = table
+        if self.item_text is not None and self.training:
+            table_in = self.item_text.fuse(self.item_emb.weight, drop=False)
+        h = self.hidden(item_ids, event_types, table_in)  # (B, T, d)
         if target_items is None:
             last = h[:, -1]  # (B, d)
             logits = self.item_logits(last, table)  # (B, V)
