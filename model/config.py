@@ -16,12 +16,12 @@ class ModelConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.3
     ffn_mult: int = 4
     type_loss_weight: float = 0.5  # weight of the next-behavior-type loss next to the item loss
     loss: Literal["ce", "sampled"] = "ce"  # full softmax, or sampled softmax for huge catalogues
     n_negatives: int = 256  # sampled softmax only
-    repeat_bias: bool = False  # learned logit bias for items already in the history (repeat.py)
+    repeat_bias: bool = True  # learned logit bias for items already in the history (repeat.py)
     text_dim: int = 0  # > 0: items also carry a frozen text vector of this size (text-aware items)
     id_dropout: float = 0.0  # text-aware only: share of items trained on their text vector alone
     text_aux: float = 0.0  # text-aware only: weight of a text-only scoring loss (all items)
@@ -41,4 +41,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in names})
+        known = {k: v for k, v in obj.items() if k in names}
+        known.setdefault("repeat_bias", False)  # configs saved before it existed had none
+        return cls(**known)

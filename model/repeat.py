@@ -10,19 +10,31 @@ position t only events 0..t count, and a padded event (id 0) never does.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from nextbehavior.model.config import ModelConfig
 
 
+class ScalarTable(nn.Module):
+    """A learned scalar per index: (...) ids -> (..., 1), like a width-1 embedding. Starts at
+    zero (a plain model) and, not being an ``nn.Embedding``, keeps that through the
+    Transformer's weight init."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n, 1))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return F.embedding(idx, self.weight)  # (..., 1)
+
+
 class RepeatBias(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.by_type = nn.Embedding(cfg.n_event_types, 1, padding_idx=0)
-        self.by_recency = nn.Embedding(cfg.max_len, 1)
+        self.by_type = ScalarTable(cfg.n_event_types)  # index 0: padding or an unknown type
+        self.by_recency = ScalarTable(cfg.max_len)
         self.max_len = cfg.max_len
-        nn.init.zeros_(self.by_type.weight)
-        nn.init.zeros_(self.by_recency.weight)
 
     def weights(self, item_ids: Tensor, event_types: Tensor) -> Tensor:
         """(B, T, T): bias that key event s adds to its item at query position t (0 if s > t)."""

@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings (the model's own settings live in :class:`ModelConfig`)."""
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 40  # also the length of the cosine schedule
+    batch_size: int = 64
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last epoch

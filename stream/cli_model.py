@@ -42,16 +42,18 @@ def train(
     data: DataOption,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write")],
     fmt: FormatOption = "auto",
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping)")] = 200,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs (cosine schedule length; early stopping)")
+    ] = 40,
     max_len: Annotated[int, typer.Option("--max-len", min=1, help="Events of history")] = 50,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     d_model: Annotated[int, typer.Option("--d-model", min=8, help="Model width")] = 64,
     layers: Annotated[int, typer.Option(min=1, help="Transformer blocks")] = 2,
     heads: Annotated[int, typer.Option(min=1, help="Attention heads")] = 2,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout")] = 0.2,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows/step")] = 128,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate")] = 1e-3,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout")] = 0.3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows/step")] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate")] = 2e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Epochs without gain before stop")] = 10,
     split: Annotated[SplitName, typer.Option(help="loo (leave-one-out) or temporal")] = (

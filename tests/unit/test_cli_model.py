@@ -89,3 +89,29 @@ def test_usage_errors_are_one_line(tiny_log: Path, tmp_path: Path) -> None:
         app, ["evaluate", "--data", str(tiny_log), "--checkpoint", str(tmp_path)]
     )
     assert result.exit_code == 1 and "config.json is missing" in result.stderr
+
+
+def test_cli_defaults_are_the_library_defaults() -> None:
+    """`nextbehavior train` defaults = ModelConfig + TrainConfig defaults (one benchmark)."""
+    import inspect
+
+    from nextbehavior.model.config import ModelConfig
+    from nextbehavior.model.train import TrainConfig
+    from nextbehavior.stream.cli_model import train
+
+    params = inspect.signature(train).parameters
+    model, opt = ModelConfig(n_items=2, n_event_types=2), TrainConfig()
+    pairs = {
+        "max_len": model.max_len, "d_model": model.d_model, "layers": model.n_layers,
+        "heads": model.n_heads, "dropout": model.dropout, "negatives": model.n_negatives,
+        "repeat_bias": model.repeat_bias, "epochs": opt.epochs, "batch_size": opt.batch_size,
+        "lr": opt.lr, "weight_decay": opt.weight_decay, "patience": opt.patience,
+        "seed": opt.seed, "device": opt.device, "threads": opt.threads,
+    }  # fmt: skip
+    for name, expected in pairs.items():
+        assert params[name].default == expected, name
+    assert params["loss"].default.value == model.loss
+    assert params["split"].default.value == opt.split
+    # a config saved before repeat_bias existed rebuilds the model it described
+    legacy = {k: v for k, v in model.to_dict().items() if k != "repeat_bias"}
+    assert ModelConfig.from_dict(legacy).repeat_bias is False
