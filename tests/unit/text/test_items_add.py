@@ -59,7 +59,7 @@ def text_bundle(
     finally:
         torch.set_num_threads(threads)
     bundle = root / "bundle"
-    export_bundle(root / "ckpt", bundle, top_k=TOP_K)
+    export_bundle(root / "ckpt", bundle, top_k=TOP_K, verify=True)  # ONNX/torch parity
     return bundle
 
 
@@ -87,6 +87,7 @@ def test_bundle_carries_the_text_side(text_bundle: Path) -> None:
     assert text["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert text["text_fields"] == ["title"] and text["n_with_text"] == 24
     assert (text_bundle / text["projection_file"]).is_file()
+    assert manifest.extra["parity"]["ok"]  # the baked text-aware table serves what torch computes
 
 
 def test_added_items_are_predicted_after_similar_histories(
