@@ -167,3 +167,19 @@ def test_items_add_needs_no_torch(
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["added"] == 4
+
+
+def test_in_place_update(
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for f in text_bundle.iterdir():
+        if f.is_file():
+            (bundle / f.name).write_bytes(f.read_bytes())
+    before = read_manifest(bundle)
+    result = add_items(bundle, new_items, text_encoder_dir)  # no out_dir: in place
+    after = read_manifest(bundle)
+    assert after == result.manifest and len(after.items) == len(before.items) + 4
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in text_bundle.iterdir())
+    Predictor(bundle, providers=["CPUExecutionProvider"])  # loads, contract holds
