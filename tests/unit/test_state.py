@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 
@@ -72,6 +74,20 @@ def test_full_state_fits_in_2kb_whatever_the_ids() -> None:
         assert [(s.item_id, s.event_type, s.timestamp) for s in decode_history(raw)] == [
             (s.item_id, s.event_type, s.timestamp) for s in history
         ]
+
+
+def test_a_record_holds_no_spare_buffer() -> None:
+    """The table keeps one record per user: it must cost its size, not orjson's ~16 KB
+    output buffer."""
+    history = [Step(f"{n:020x}", str(n), "view", 1_700_000_000_000 + n) for n in range(50)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        records = [encode_history(history) for _ in range(50)]
+        per_record = (tracemalloc.get_traced_memory()[0] - before) / len(records)
+    finally:
+        tracemalloc.stop()
+    assert per_record < len(records[0]) + 200, per_record
 
 
 def test_format_1_records_are_still_read() -> None:
