@@ -86,6 +86,23 @@ class ChildProcess:
                 raise ProcessError(f"{self.name} got no partitions within {timeout_s:g}s")
             time.sleep(0.05)
 
+    def wait_ready(self, timeout_s: float = 120.0, path: str = "/readyz") -> float:
+        """Wait until ``path`` answers 200 (the worker's readiness: bundle warm, group joined,
+        table recovery done); seconds since the process started."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - self.started_at
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not up yet, or 503: not ready
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.name} not ready within {timeout_s:g}s")
+            time.sleep(0.02)
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code."""
         if self.proc.poll() is None:
