@@ -30,13 +30,17 @@ class Settings(BaseSettings):
         "broker is the embedded one (detected from its ApiVersions answer)",
     )
     app_id: str = Field("nextbehavior", description="Faust app id = consumer group id")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol for every client"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that verifies the broker")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS)")
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout")
     request_timeout_s: float = Field(30.0, gt=0, description="Kafka request timeout")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
