@@ -68,6 +68,7 @@ class E2EOptions:
     bundle: Path | None = None
     skip_passthrough: bool = False
     trace_path: Path | None = None  # CSV of (send time, latency) of the last latency phase
+    latency_rate: float | None = None  # events/s of the latency phase (None: half the maximum)
     rounds: int = 1  # worker + passthrough pairs; figures are medians, latency from the last
     profile_dir: Path | None = None  # py-spy profiles of the backlog phase, collapsed stacks
 
@@ -287,7 +288,7 @@ async def measure(
     passes: list[PhaseResult] = []
     for r in range(options.rounds):
         last = r == options.rounds - 1
-        workers.append(await bench.run_phase("worker", None, latency=last))
+        workers.append(await bench.run_phase("worker", options.latency_rate, latency=last))
         if not options.skip_passthrough:
             rate = workers[-1].latency_rate
             passes.append(await bench.run_phase("passthrough", rate, latency=last))

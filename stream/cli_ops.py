@@ -60,6 +60,10 @@ def bench_e2e(
     latency_seconds: Annotated[
         float, typer.Option(min=0, help="Length of the fixed-rate latency phase (0: skip it)")
     ] = 10.0,
+    latency_rate: Annotated[
+        float | None,
+        typer.Option(min=1, help="Events/s of the latency phase (default: half the worker's max)"),
+    ] = None,
     bundle: Annotated[
         Path | None,
         typer.Option(help="Bundle to serve (default: runs/ml100k-bundle, else a random model)"),
@@ -101,6 +105,7 @@ def bench_e2e(
         bundle=bundle,
         skip_passthrough=no_passthrough,
         rounds=rounds,
+        latency_rate=latency_rate,
         trace_path=trace,
         profile_dir=profile,
     )
