@@ -64,12 +64,13 @@ def test_trained_model_nears_the_optimum_and_beats_baselines() -> None:
         max_len=24, d_model=32, dropout=0.1, repeat_bias=True,
     )  # fmt: skip
     tc = TrainConfig(
-        epochs=8, lr=5e-3, batch_size=128, weight_decay=0.01, warmup_steps=20, progress=False
+        epochs=10, lr=5e-3, batch_size=64, weight_decay=0.01, warmup_steps=20, progress=False
     )
     result = fit(split, vocab, cfg, tc)
     ranker = TorchRanker(result.model, vocab.items, vocab.event_types)
     model_hr = evaluate_ranker(ranker, split, "test")["hit@10"]
     base = baseline_report(split, vocab.item_index, vocab.type_index)
+    # measured 0.92-0.94 of the optimum for seeds 0-2 (Markov ~0.86, popularity ~0.43)
     assert model_hr >= 0.9 * optimum, (model_hr, optimum)
     assert model_hr > base["markov"]["test"]["hit@10"]
     assert model_hr > base["most_popular"]["test"]["hit@10"]
