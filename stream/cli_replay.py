@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -268,9 +267,8 @@ def demo(
     )  # fmt: skip
     console = Console(stderr=json_line)
     view = DemoView(console)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        summary = run_demo(opts, view)
+        summary = run_demo(opts, view)  # Ctrl-C and SIGTERM: KeyboardInterrupt, once all stopped
     except ImportError as exc:
         fail(f"the demo trains a model: pip install 'nextbehavior[train,embedded]' ({exc})")
     except (DemoError, BrokerError, TopicError, PublishError, ReaderError, OSError) as exc:
@@ -280,18 +278,12 @@ def demo(
     except KeyboardInterrupt:
         typer.echo("interrupted; everything the demo started is stopped", err=True)
         raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if json_line:
         typer.echo(orjson.dumps(summary).decode())
     else:
         console.print(summary_table(summary))
     if "error" in summary:
         fail(summary["error"])
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def register(app: typer.Typer) -> None:

@@ -4,15 +4,15 @@ Embedded broker -> topics -> a small model trained on synthetic multi-behavior d
 ``--data``) -> ONNX bundle -> a worker process -> a replay of held-out users' events (plus a few
 bad records, for the dead-letter path) -> predictions shown as they arrive, scored online
 against each user's next event -> the same pairs scored offline through the bundle -> summary.
-Everything started here is stopped here, on success, error or Ctrl-C (an ExitStack). The model
-packages (torch) are imported inside the functions that train and export.
+Everything started here is stopped here, on success, error, Ctrl-C or SIGTERM (an ExitStack,
+closed with those signals held). Torch never runs in this process: training and export run in
+a child (:mod:`nextbehavior.stream.demo_training`), so a Ctrl-C always lands in Python code here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -26,14 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from nextbehavior.stream.broker import EmbeddedBroker, free_port
+from nextbehavior.stream.demo_training import (
+    TrainingError,
+    TrainJob,
+    training_child,
+    training_result,
+)
 from nextbehavior.stream.demo_view import DemoView
 from nextbehavior.stream.events import Event
+from nextbehavior.stream.interrupts import Interrupts
 from nextbehavior.stream.monitor import MonitorState, monitor
 from nextbehavior.stream.publisher import send_events
 from nextbehavior.stream.settings import Settings, get_settings
 from nextbehavior.stream.topics import app_topics, ensure_topics
 
-MODEL_OPTIONS = {"max_len": 20, "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1}
 BAD_RECORDS: list[tuple[bytes, bytes]] = [
     (b"u-bad-1", b"this is not JSON"),
     (b"u-bad-2", b'{"user_id": "u-bad-2", "item_id": "i1", "event_type": "view"}'),
@@ -82,10 +88,8 @@ def split_users(events: list[Event], n_replay: int, seed: int) -> tuple[list[Eve
     return train, replay
 
 
-def load_demo_data(opts: DemoOptions) -> tuple[Any, list[Event], str]:
-    """(training table, replay events in time order, a description)."""
-    from nextbehavior.model.table import LoadReport, TableBuilder
-
+def load_demo_data(opts: DemoOptions) -> tuple[list[Event], list[Event], str]:
+    """(training events, replay events, both in time order, a description)."""
     if opts.data is None:
         from nextbehavior.model.synthetic import SyntheticConfig, generate
 
@@ -101,27 +105,7 @@ def load_demo_data(opts: DemoOptions) -> tuple[Any, list[Event], str]:
     train, replay = split_users(events, opts.events, opts.seed)
     if not train or not replay:
         raise DemoError(f"{source}: too few users to hold some out for the replay")
-    builder = TableBuilder(LoadReport(source=source, format="demo"), with_ids=True)
-    for row, e in enumerate(train, start=1):
-        builder.report.lines_read += 1
-        builder.add(e.user_id, e.item_id, e.event_type, e.timestamp, row, e.event_id)
-    return builder.build(), replay, source
-
-
-def train_and_export(table: Any, workdir: Path, opts: DemoOptions) -> tuple[Path, dict[str, Any]]:
-    """Train a small model within the time budget, export it; (bundle dir, training metrics)."""
-    from nextbehavior.export.writer import export_bundle
-    from nextbehavior.model.train import TrainConfig, train
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # torchvision-not-installed notes
-
-    config = TrainConfig(
-        epochs=30, patience=3, lr=3e-3, warmup_steps=20, seed=opts.seed,
-        max_minutes=opts.train_seconds / 60.0,
-    )  # fmt: skip
-    metrics = train(table, workdir / "checkpoint", MODEL_OPTIONS, config)
-    export_bundle(workdir / "checkpoint", workdir / "bundle", top_k=20)
-    return workdir / "bundle", metrics
+    return train, replay, source
 
 
 @contextlib.contextmanager
@@ -192,17 +176,27 @@ async def _replay_and_watch(
             await asyncio.sleep(0.2)
     finally:
         finished = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(watcher, timeout=10)
-        view.stop_live()
+        try:  # a Ctrl-C (this task cancelled) while waiting here propagates
+            await asyncio.wait({watcher}, timeout=10)
+        finally:
+            view.stop_live()
+            if not watcher.done():
+                watcher.cancel()
+    if watcher.done() and not watcher.cancelled():
+        watcher.result()  # the monitor's own error, if it had one
     return state, sent.sent - len(BAD_RECORDS)
 
 
 def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
-    """Run everything; return the summary (raises :class:`DemoError` when the loop broke)."""
+    """Run everything; return the summary (raises :class:`DemoError` when the loop broke).
+
+    Ctrl-C or SIGTERM at any moment: what was started is stopped (the signals held meanwhile),
+    then ``KeyboardInterrupt`` is raised."""
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    interrupts = stack.enter_context(Interrupts())  # its handlers go last, after the cleanup
+    try:
         workdir = opts.workdir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="nextbehavior-demo-"))
         )
@@ -210,11 +204,14 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
 
         t = time.monotonic()
         view.phase("starting the embedded Kafka-protocol broker and creating the topics")
-        broker = stack.enter_context(EmbeddedBroker())
+        broker = EmbeddedBroker()
+        stack.callback(broker.stop)  # before start: a Ctrl-C while it starts stops it too
+        broker.start()
+        interrupts.check()  # a KeyboardInterrupt can be lost in a fork hook: see Interrupts
         settings = get_settings(
             broker=broker.url, app_id=f"nextbehavior-demo-{uuid.uuid4().hex[:8]}"
         )
-        asyncio.run(ensure_topics(settings, app_topics(settings)))
+        interrupts.run(ensure_topics(settings, app_topics(settings)))
         view.done(
             f"broker at {broker.bootstrap} (pid {broker.pid})",
             seconds.setdefault("broker", time.monotonic() - t),
@@ -222,9 +219,10 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
 
         t = time.monotonic()
         view.phase("preparing data (held-out users are replayed later)")
-        table, replay, source = load_demo_data(opts)
+        train, replay, source = load_demo_data(opts)
+        interrupts.check()
         view.done(
-            f"{source}: {len(table):,} training events, {len(replay):,} to replay",
+            f"{source}: {len(train):,} training events, {len(replay):,} to replay",
             seconds.setdefault("data", time.monotonic() - t),
         )
         view.events.update({e.event_id: e for e in replay})
@@ -233,7 +231,13 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
         view.phase(
             f"training a small Transformer (budget {opts.train_seconds:.0f}s), exporting to ONNX"
         )
-        bundle, metrics = train_and_export(table, workdir, opts)
+        job = TrainJob(workdir, source, opts.train_seconds, opts.seed, os.getpid())
+        trainer = stack.enter_context(training_child(job, train))  # torch runs there, not here
+        try:
+            bundle, metrics = training_result(trainer, workdir)
+        except TrainingError as exc:
+            raise DemoError(str(exc)) from None
+        interrupts.check()
         test = metrics.get("test", {})
         view.done(
             f"test ndcg@10 {test.get('ndcg@10', 0.0):.4f}, hit@10 {test.get('hit@10', 0.0):.4f} "
@@ -245,7 +249,7 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
         view.phase("starting a worker, replaying events, scoring predictions as they arrive")
         worker = stack.enter_context(worker_process(settings, bundle, workdir))
         view.console.print(f"  worker pid {worker.pid}, log {workdir / 'worker.log'}")
-        state, sent = asyncio.run(_replay_and_watch(settings, replay, view, worker, opts))
+        state, sent = interrupts.run(_replay_and_watch(settings, replay, view, worker, opts))
         seconds["replay+predict"] = time.monotonic() - t
         if worker.poll() is not None:
             raise DemoError(
@@ -259,7 +263,11 @@ def run_demo(opts: DemoOptions, view: DemoView) -> dict[str, Any]:
 
         offline = offline_metrics(Predictor(bundle, intra_op_threads=1), replay)
         seconds["offline check"] = time.monotonic() - t
+        interrupts.check()
+    finally:
         t = time.monotonic()
+        with interrupts.held():
+            stack.close()
     seconds["stop"] = time.monotonic() - t
     seconds["total"] = time.monotonic() - started
     summary: dict[str, Any] = {
