@@ -43,8 +43,10 @@ def add_step(
     if step.event_id in map(_event_ids, history):
         return list(history), False
     out = list(history)
-    keys = [s.timestamp for s in out]
-    out.insert(bisect.bisect_right(keys, step.timestamp), step)
+    if out and step.timestamp < out[-1].timestamp:  # a late event; else it goes last
+        out.insert(bisect.bisect_right([s.timestamp for s in out], step.timestamp), step)
+    else:
+        out.append(step)
     return window(out, max_len=max_len, horizon_ms=horizon_ms), True
 
 
@@ -53,7 +55,8 @@ def window(history: Sequence[Step], *, max_len: int, horizon_ms: int | None) -> 
     out = list(history[-max_len:]) if max_len > 0 else []
     if horizon_ms is not None and horizon_ms > 0 and out:
         cutoff = out[-1].timestamp - horizon_ms
-        out = out[bisect.bisect_left([s.timestamp for s in out], cutoff) :]
+        if out[0].timestamp < cutoff:  # else nothing is old enough to drop
+            out = out[bisect.bisect_left([s.timestamp for s in out], cutoff) :]
     return out
 
 

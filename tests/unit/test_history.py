@@ -112,3 +112,34 @@ def test_add_step_invariants(events: list[tuple[int, int]], max_len: int) -> Non
         assert stamps == sorted(stamps)
         assert len(history) <= max_len
         assert len({s.event_id for s in history}) == len(history)
+
+
+def _reference_add(
+    history: list[Step], new: Step, max_len: int, horizon_ms: int | None
+) -> tuple[list[Step], bool]:
+    """The update rule written plainly (insert after equal timestamps, then both windows)."""
+    if any(s.event_id == new.event_id for s in history):
+        return list(history), False
+    pos = sum(1 for s in history if s.timestamp <= new.timestamp)
+    out = [*history[:pos], new, *history[pos:]][-max_len:]
+    if horizon_ms and out:
+        out = [s for s in out if s.timestamp >= out[-1].timestamp - horizon_ms]
+    return out, True
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 100)), max_size=40),
+    st.integers(1, 8),
+    st.sampled_from([None, 0, 5, 30]),
+)
+def test_add_step_matches_the_plain_rule(
+    events: list[tuple[int, int]], max_len: int, horizon_ms: int | None
+) -> None:
+    """The fast paths (newest event appended, nothing past the horizon) change no answer."""
+    fast: list[Step] = []
+    plain: list[Step] = []
+    for n, (eid, ts) in enumerate(events):
+        new = step(str(eid), ts, item=f"i{n}")
+        fast, changed = add_step(fast, new, max_len=max_len, horizon_ms=horizon_ms)
+        plain, changed_plain = _reference_add(plain, new, max_len, horizon_ms)
+        assert (fast, changed) == (plain, changed_plain)
