@@ -60,6 +60,7 @@ def main() -> int:
     ap.add_argument("--id-dropout", type=float, default=TextOptions.id_dropout)
     ap.add_argument("--text-neighbors", type=int, default=TextOptions.text_neighbors)
     ap.add_argument("--text-aux", type=float, default=TextOptions.text_aux)
+    ap.add_argument("--no-text-in-warm", action="store_true", help="warm rows = ID only")
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("runs/cold_items"))
     ap.add_argument("--encoder", type=Path, default=None)
@@ -78,6 +79,7 @@ def main() -> int:
         id_dropout=args.id_dropout,
         text_neighbors=args.text_neighbors,
         text_aux=args.text_aux,
+        text_in_warm=not args.no_text_in_warm,
     )
     tc = TrainConfig(
         epochs=args.epochs,

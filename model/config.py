@@ -26,6 +26,7 @@ class ModelConfig:
     id_dropout: float = 0.0  # text-aware only: share of items trained on their text vector alone
     text_aux: float = 0.0  # text-aware only: weight of a text-only scoring loss (all items)
     text_neighbors: int = 0  # text-aware only: text-only items borrow k similar items' IDs
+    text_in_warm: bool = False  # text-aware only: warm rows also add their projected text
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

@@ -1,15 +1,20 @@
-"""Text-aware item representations: ID embedding + learned projection of a frozen text vector.
+"""Text-aware item representations: an item without interactions gets a row from its text.
 
-``table[i] = g[i] * id_emb[i] + proj(text[i]) + (1 - g[i]) * cold_offset`` (row 0, padding,
-stays 0), with ``g[i] = warm[i]`` (ID dropout aside). ``text`` holds the
-sentence-encoder vectors of the items' texts (frozen, a buffer: the checkpoint carries it in
-``model.pt``); ``warm`` marks items that had training interactions. A cold item (no
-interactions) has no trained ID embedding, so its representation is its projected text alone;
-``id_dropout`` trains that path: each step a random share of warm items is scored and embedded
-through their text only, so text alone must place an item near the histories that lead to it.
-``cold_offset`` is the learned vector every text-only row gets: it stands in for what the ID
-part carries on average (popularity, above all), so text-only items are scored on the same
-scale as warm ones; ``h @ cold_offset`` also lets a history say how open it is to new items.
+Each item has a frozen sentence-encoder vector of its text (``text``, a buffer: the checkpoint
+carries it in ``model.pt``); ``warm`` marks items with training events. The item table is
+
+    table[i] = g[i] * warm_row[i] + (1 - g[i]) * cold_row[i]      (row 0, padding, stays 0)
+    warm_row[i] = id_emb[i]  (+ warm_proj(text[i]) with ``text_in_warm``)
+    cold_row[i] = proj(text[i]) + scale * sum_j softmax(cos_ij / temp) * id_emb[j]
+
+with ``g = warm``, except that in training a random ``id_dropout`` share of warm items is scored
+through its cold row (on the scored side only: the history encoder reads items as served). The
+sum runs over the ``text_neighbors`` warm items whose texts are most similar (never the item
+itself): a text-only item borrows what similar items learned from interactions. The cold path
+reads those ID embeddings detached, and the auxiliary loss (``text_aux``: rank every training
+target among all items by cold rows alone) sees detached states, so learning to serve cold
+items does not pull on warm items' rows. Items without training events are no training
+candidates (:meth:`TextItemTable.mask_unseen`).
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ class TextItemTable(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.id_dropout = cfg.id_dropout
+        self.hide_unseen = False  # inference ranks only items with training events (selection)
         self.text_aux = cfg.text_aux
-        self.proj = nn.Linear(cfg.text_dim, cfg.d_model)
-        self.cold_offset = nn.Parameter(torch.zeros(cfg.d_model))  # (d,)
+        self.proj = nn.Linear(cfg.text_dim, cfg.d_model)  # the text-only (cold) row
+        self.warm_proj = nn.Linear(cfg.text_dim, cfg.d_model) if cfg.text_in_warm else None
         self.register_buffer("text", torch.zeros(cfg.n_items, cfg.text_dim))  # (V, text_dim)
         self.register_buffer("warm", torch.ones(cfg.n_items))  # (V,) 1 = trained ID embedding
         k = self.n_neighbors = cfg.text_neighbors
@@ -62,9 +68,10 @@ class TextItemTable(nn.Module):
         if drop and self.id_dropout > 0:
             keep = torch.rand(gate.shape, device=gate.device) >= self.id_dropout
             gate = gate * keep.to(gate.dtype)
-        text = self.proj(self.text.to(id_weight.dtype))  # (V, d)
-        cold = self.cold_offset + self.borrowed(id_weight)  # (V, d) or (d,)
-        table = id_weight * gate[:, None] + text + (1 - gate)[:, None] * cold
+        text = self.text.to(id_weight.dtype)  # (V, text_dim)
+        warm = id_weight if self.warm_proj is None else id_weight + self.warm_proj(text)
+        cold = self.proj(text) + self.borrowed(id_weight.detach())  # (V, d)
+        table = gate[:, None] * warm + (1 - gate)[:, None] * cold  # (V, d)
         real = torch.ones_like(gate)
         real[0] = 0.0  # padding row stays zero
         return table * real[:, None]
@@ -80,7 +87,7 @@ class TextItemTable(nn.Module):
     def text_rows(self, id_weight: Tensor) -> Tensor:
         """(V, d): every item as if cold (text alone + cold offset); padding row 0."""
         dtype = id_weight.dtype
-        rows = self.proj(self.text.to(dtype)) + self.cold_offset + self.borrowed(id_weight)
+        rows = self.proj(self.text.to(dtype)) + self.borrowed(id_weight)
         real = torch.ones(rows.shape[0], 1, dtype=dtype, device=rows.device)
         real[0] = 0.0
         return rows * real
@@ -114,7 +121,7 @@ class TextItemTable(nn.Module):
         def arr(t: Tensor) -> npt.NDArray[Any]:
             return t.detach().float().cpu().numpy()
 
-        out = {"weight": arr(self.proj.weight), "bias": arr(self.proj.bias + self.cold_offset)}
+        out = {"weight": arr(self.proj.weight), "bias": arr(self.proj.bias)}
         if self.n_neighbors:
             pool = torch.nonzero(self.warm > 0).flatten()
             out |= {
@@ -136,6 +143,7 @@ class ItemText:
     warm: npt.NDArray[np.bool_]  # (V,)
     has_text: npt.NDArray[np.bool_]  # (V,)
     info: dict[str, Any] = field(default_factory=dict)  # encoder, fields, source file
+    hide_unseen: bool = False  # installed models rank only warm items at inference (selection)
 
     @property
     def dim(self) -> int:
@@ -146,6 +154,7 @@ class ItemText:
         table = getattr(model, "item_text", None)
         if not isinstance(table, TextItemTable):
             raise ValueError("the model has no text item table (config text_dim is 0)")
+        table.hide_unseen = self.hide_unseen
         with torch.no_grad():
             table.text.copy_(torch.from_numpy(self.vectors))
             table.warm.copy_(torch.from_numpy(self.warm.astype(np.float32)))

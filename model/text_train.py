@@ -44,7 +44,7 @@ from nextbehavior.stream.catalogue import item_texts, read_items
 
 log = logging.getLogger(__name__)
 
-TEXT_KEYS = ("text_dim", "id_dropout", "text_neighbors", "text_aux")
+TEXT_KEYS = ("text_dim", "id_dropout", "text_neighbors", "text_aux", "text_in_warm")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TextOptions:
     id_dropout: float = 0.1  # share of warm items trained text-only at each step
     text_neighbors: int = 20  # a text-only item borrows the IDs of this many similar items
     text_aux: float = 0.5  # weight of the all-items text-only scoring loss
+    text_in_warm: bool = True  # warm items' rows also add their projected text
     id_baseline: bool = True  # with cold items: also train the ID-only reference
     catalogue_items: bool = True  # side-file items absent from the log join the vocabulary
 
@@ -141,6 +142,7 @@ def train_with_text(
         "id_dropout": opts.id_dropout,
         "text_neighbors": opts.text_neighbors,
         "text_aux": opts.text_aux,
+        "text_in_warm": opts.text_in_warm,
         **(model_options or {}),
     }
     cfg = ModelConfig(
@@ -156,7 +158,7 @@ def train_with_text(
     log.info(
         "text-aware items: %s, %d cold held out; model %s", item_text.describe(), len(cold), cfg
     )
-    result = fit(select_split, vocab, cfg, tc, windows=windows, item_text=item_text)
+    result = _fit_selecting_on_seen(select_split, vocab, cfg, tc, windows, item_text)
     ranker = TorchRanker(result.model, vocab.items, vocab.event_types, device=tc.device)
     metrics = _metrics(result, _report(ranker, split, cold), cfg, tc, threads)
     if cold:
@@ -180,6 +182,23 @@ def train_with_text(
     save_checkpoint(out, result.model, vocab.items, vocab.event_types, metrics, data_info)
     plot_curve(result.history, out / CURVE_FILE, result.best_epoch)
     return metrics
+
+
+def _fit_selecting_on_seen(
+    split: Split, vocab: Vocab, cfg: ModelConfig, tc: TrainConfig, windows: Any, text: ItemText
+) -> FitResult:
+    """``fit`` whose validation ranks only items with training events, like the ID-only model:
+    model selection then picks the epoch that serves warm items best, and cold rows (which
+    grow stronger with training) cannot stop training early by crowding the validation lists.
+    """
+    text.hide_unseen = True  # ItemText.install passes it on to the model fit builds
+    try:
+        result = fit(split, vocab, cfg, tc, windows=windows, item_text=text)
+    finally:
+        text.hide_unseen = False
+    assert result.model.item_text is not None
+    result.model.item_text.hide_unseen = False  # evaluation and serving rank every item
+    return result
 
 
 def _train_id_only(

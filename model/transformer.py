@@ -182,6 +182,8 @@ class BehaviorTransformer(nn.Module):
         if target_items is None:
             last = h[:, -1]  # (B, d)
             logits = self.item_logits(last, table)  # (B, V)
+            if self.item_text is not None and self.item_text.hide_unseen:
+                logits = self.item_text.mask_unseen(logits)  # model selection: as ID-only
             if self.repeat is not None:
                 logits = logits + self.repeat.last(item_ids, event_types, self.cfg.n_items)
             return logits, self.type_head(last), None

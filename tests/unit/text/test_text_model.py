@@ -16,11 +16,14 @@ from nextbehavior.stream.item_update import cold_rows, nearest
 V, TEXT_DIM = 12, 8
 
 
-def text_model(id_dropout: float = 0.0, neighbors: int = 0) -> tuple[BehaviorTransformer, ItemText]:
+def text_model(
+    id_dropout: float = 0.0, neighbors: int = 0, text_in_warm: bool = False
+) -> tuple[BehaviorTransformer, ItemText]:
     torch.manual_seed(0)
     cfg = ModelConfig(
         n_items=V, n_event_types=3, max_len=6, d_model=16, n_heads=2, n_layers=2,
         text_dim=TEXT_DIM, id_dropout=id_dropout, text_neighbors=neighbors,
+        text_in_warm=text_in_warm,
     )  # fmt: skip
     model = BehaviorTransformer(cfg)
     rng = np.random.default_rng(0)
@@ -31,13 +34,12 @@ def text_model(id_dropout: float = 0.0, neighbors: int = 0) -> tuple[BehaviorTra
     warm[0] = False
     info = ItemText(vectors, warm, np.arange(V) > 0, {"text_fields": ["title"]})
     info.install(model)
-    with torch.no_grad():  # make the ID part and the cold offset visible
+    with torch.no_grad():  # make the ID part visible
         model.item_emb.weight.normal_()
-        model.item_text.cold_offset.normal_()  # type: ignore[union-attr]
     return model.eval(), info
 
 
-def test_table_fuses_id_and_text_and_cold_items_use_text_alone() -> None:
+def test_warm_items_use_their_id_and_cold_items_their_text() -> None:
     model, info = text_model()
     table = model.item_table().detach()
     assert table.shape == (V, 16)
@@ -45,9 +47,20 @@ def test_table_fuses_id_and_text_and_cold_items_use_text_alone() -> None:
     item_text = model.item_text
     assert item_text is not None
     text_part = item_text.proj(torch.from_numpy(info.vectors)).detach()
-    for i in (3, 6, 9):  # cold: text alone, plus the cold offset
-        torch.testing.assert_close(table[i], text_part[i] + item_text.cold_offset.detach())
-    torch.testing.assert_close(table[1], model.item_emb.weight[1].detach() + text_part[1])
+    for i in (3, 6, 9):  # cold: text alone
+        torch.testing.assert_close(table[i], text_part[i])
+    torch.testing.assert_close(table[1], model.item_emb.weight[1].detach())  # warm: its ID
+
+
+def test_warm_rows_can_add_their_text() -> None:
+    model, info = text_model(text_in_warm=True)
+    item_text = model.item_text
+    assert item_text is not None and item_text.warm_proj is not None
+    table = model.item_table().detach()
+    vectors = torch.from_numpy(info.vectors)
+    warm_text = item_text.warm_proj(vectors).detach()
+    torch.testing.assert_close(table[1], model.item_emb.weight[1].detach() + warm_text[1])
+    torch.testing.assert_close(table[3], item_text.proj(vectors).detach()[3])  # cold: text only
 
 
 def test_id_dropout_only_in_training() -> None:
