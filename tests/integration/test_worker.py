@@ -108,6 +108,20 @@ def predictions(broker: EmbeddedBroker, env: dict[str, str], n: int) -> list[Pre
     return preds
 
 
+def predictions_of(
+    broker: EmbeddedBroker, env: dict[str, str], event_ids: set[str], timeout_s: float = 120
+) -> list[Prediction]:
+    """All predictions once every one of ``event_ids`` has one (at-least-once may add repeats,
+    so a record count alone can be reached before the awaited ones arrive)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = run(read_topic(broker.bootstrap, env["NBP_OUTPUT_TOPIC"], 2))  # up to the end now
+        preds = [parse_prediction(r.value) for r in got]
+        if event_ids <= {p.event_id for p in preds} or time.monotonic() > deadline:
+            return preds
+        time.sleep(0.5)
+
+
 def check_prediction(pred: Prediction, manifest: Manifest) -> None:
     assert pred.model_version == manifest.model_version
     assert len(pred.items) == manifest.top_k
@@ -210,7 +224,8 @@ def test_worker_predicts_dead_letters_and_recovers_after_restart(
         (b"u2", orjson.dumps(event("u2-5", "u2", "i25", BASE + 10_000))),
     ]
     run(produce(broker.bootstrap, topic, more))
-    after = by_id(predictions(broker, env, 24))
+    after = by_id(predictions_of(broker, env, {"u0-5", "u2-5"}))
+    assert {"u0-5", "u2-5"} <= after.keys(), second.tail()
     assert after["u0-5"][0].history_length == 6 and after["u0-5"][0].items[0].item_id == "i7"
     assert after["u2-5"][0].history_length == 7 and after["u2-5"][0].items[0].item_id == "i26"
     stats = second.wait_stats(lambda s: s["events"].get("predicted") == 2)
@@ -265,7 +280,8 @@ def test_restart_loses_state_without_the_compat_fix(broker: EmbeddedBroker, spaw
     second.wait_ready()
     more = [(u.encode(), orjson.dumps(event(f"{u}-5", u, "i1", BASE + 10_000))) for u in USERS]
     run(produce(broker.bootstrap, topic, more))
-    after = by_id(predictions(broker, env, 24))
+    after = by_id(predictions_of(broker, env, {"u0-5", "u2-5"}))
+    assert {"u0-5", "u2-5"} <= after.keys(), second.tail()
     lengths = {u: after[f"{u}-5"][0].history_length for u in USERS}
     assert second.terminate()[0] == 0
     assert any(n < 6 for n in lengths.values()), f"nothing lost without the fix: {lengths}"
