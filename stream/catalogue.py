@@ -24,6 +24,7 @@ ALIASES: Final = {
     "title": ("title", "movie_title", "name", "item_name", "product_name"),
     "genres": ("genres", "genre", "class", "category", "categories"),
     "description": ("description", "desc", "overview", "summary", "plot"),
+    "year": ("year", "release_year"),
 }
 UITEM_GENRES: Final = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -75,8 +76,8 @@ def item_texts(
         match = [f for f in catalogue.fields if f == name or canonical(f) == canonical(name)]
         if not match:
             raise CatalogueError(
-                f"text field {name!r} is not in the item file "
-                f"(fields: {', '.join(catalogue.fields)})"
+                f"text field {name!r} is not in the item file (fields: "
+                f"{', '.join(catalogue.fields)}); choose them with --text-fields"
             )
         chosen.append(match[0])
     return {

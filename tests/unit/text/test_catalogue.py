@@ -95,3 +95,4 @@ def test_field_names() -> None:
     assert parse_text_fields("title, genres,") == ["title", "genres"]
     assert parse_text_fields("") is None
     assert canonical("movie_title") == "title" and canonical("class") == "genres"
+    assert canonical("release_year") == canonical("year") == "year"

@@ -154,3 +154,14 @@ def test_nearest() -> None:
     np.testing.assert_allclose(cos, [[0.9, 0.1], [0.8, 0.2]], atol=1e-6)
     idx, _ = nearest(keys, keys, 1, skip=np.arange(4))  # a key never finds itself
     assert all(idx[i, 0] != i for i in range(4))
+
+
+def test_model_selection_can_rank_only_items_with_training_events() -> None:
+    model, info = text_model()
+    items = torch.tensor([[0, 1, 2, 4]])
+    logits, _, _ = model(items, torch.ones_like(items))
+    assert torch.isfinite(logits[0, 1:]).all()  # served: every item is a candidate
+    info.hide_unseen = True
+    info.install(model)  # what text_train does while fitting (validation = warm items only)
+    logits, _, _ = model(items, torch.ones_like(items))
+    assert torch.isinf(logits[0, [3, 6, 9]]).all() and torch.isfinite(logits[0, [1, 2, 4]]).all()
