@@ -19,20 +19,16 @@ user ids are replaced by their pseudonyms before anything is stored or scored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 
 from nextbehavior.stream.events import Event, EventError, parse_event
 from nextbehavior.stream.history import Step
-from nextbehavior.stream.privacy import Pseudonym, forget_user, pseudonymize
-from nextbehavior.stream.state import StateError, apply_event, decode_history, encode_history
+from nextbehavior.stream.privacy import Pseudonym, pseudonymize
+from nextbehavior.stream.state import apply_event
+from nextbehavior.stream.table_writes import ActivityCounts, ChangelogWrite, TableWriter, UserStates
 
 logger = logging.getLogger(__name__)
-
-ActivityHook = Callable[[str, int], None]
-"""Called with ``(user_id, timestamp_ms)`` for every event new to the user's state."""
-ForgetHook = Callable[[str, list[Step]], object]
-"""Called with ``(user_id, history it had)`` when a user's state is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,29 +106,29 @@ Work = Scorable | DeadLetter | Forgotten
 class Intake:
     """Turns records into work, reading and writing users' state in ``state``.
 
-    ``state`` maps the user key (the record key bytes) to a state record
-    (:func:`nextbehavior.stream.state.encode_history`). ``max_len`` may be changed between
+    ``state`` keeps the user key (the record key bytes) -> steps; a plain mapping of state
+    records (:func:`nextbehavior.stream.state.encode_history`) is wrapped in one. Writes are
+    gathered until :meth:`flush`, which returns the changelog records to send. ``activity``
+    (optional) counts each event new to a user's state. ``max_len`` may be changed between
     records (a new model bundle).
     """
 
     def __init__(
         self,
-        state: MutableMapping[bytes, bytes],
+        state: UserStates | MutableMapping[bytes, bytes],
         *,
         max_len: int,
         horizon_ms: int | None,
         max_bytes: int,
-        on_activity: ActivityHook | None = None,
+        activity: ActivityCounts | None = None,
         pseudonym: Pseudonym | None = None,
-        on_forget: ForgetHook | None = None,
     ) -> None:
-        self.state = state
+        self.state = state if isinstance(state, UserStates) else UserStates(TableWriter(state, ""))
         self.max_len = max_len
         self.horizon_ms = horizon_ms
         self.max_bytes = max_bytes
-        self.on_activity = on_activity
+        self.activity = activity
         self.pseudonym = pseudonym
-        self.on_forget = on_forget
 
     def take(self, record: Record) -> Work:
         """Decode and apply one record; never raises :class:`EventError`."""
@@ -147,25 +143,27 @@ class Intake:
             record = replace(record, key=event.user_id.encode())
         key = record.key
         assert key is not None  # checked by decode_record
-        raw = self.state.get(key)
-        try:
-            history = decode_history(raw)
-        except StateError as exc:
-            logger.warning("unreadable state for user %r replaced: %s", event.user_id, exc)
-            history = []
+        history = self.state.read(key)
         step = Step(event.event_id, event.item_id, event.event_type, event.timestamp)
         update = apply_event(history, step, max_len=self.max_len, horizon_ms=self.horizon_ms)
         if update.changed:
-            self.state[key] = encode_history(update.history)  # assigned back: changelog
-        if not update.duplicate and self.on_activity is not None:
-            self.on_activity(event.user_id, event.timestamp)
+            self.state.write(key, update.history, record.partition)
+        if not update.duplicate and self.activity is not None:
+            self.activity.count(event.user_id, event.timestamp, record.partition)
         return Scorable(record, event, update.context, len(update.context), update.duplicate)
+
+    def flush(self) -> list[ChangelogWrite]:
+        """The changelog records of every state change since the last flush (store updated)."""
+        writes = self.state.flush()
+        if self.activity is not None:
+            writes.extend(self.activity.flush())
+        return writes
 
     def _forget(self, record: Record, key: bytes) -> Forgotten:
         user_id = key.decode("utf-8", "replace")
         if self.pseudonym is not None:
             user_id = self.pseudonym(user_id)
-        history = forget_user(self.state, user_id.encode())
-        if history is not None and self.on_forget is not None:
-            self.on_forget(user_id, history)
+        history = self.state.forget(user_id.encode(), record.partition)
+        if history is not None and self.activity is not None:
+            self.activity.erase(user_id, history, record.partition)
         return Forgotten(record, history is not None)

@@ -289,7 +289,7 @@ class Operations:
     def _state_users(self) -> int:
         if self._worker is None:
             return 0
-        return len(self._worker.intake.state)
+        return len(self._worker.intake.state.table.store)
 
     def _lag(self) -> dict[tuple[str, int], int]:
         if self._worker is not None:

@@ -1,12 +1,18 @@
 """From taken records to sent outputs: micro-batched inference, sends, then acks.
 
-Broker-agnostic: the worker's Faust agent gives each record to :meth:`Pipeline.take` (inside
-Faust's event context, so the state write is tied to the record's partition), with a *token*
-(the Faust event) to acknowledge later. Batches are scored in one predictor call on an
-executor thread; every output of a batch is sent, every send is awaited, and only then are the
-batch's tokens acknowledged, in order. So a source offset is never committed before the
-outputs of its record are on the broker (at-least-once); Faust's commit flushes the producer
-(changelog writes included) before it commits offsets.
+Broker-agnostic: the worker's Faust agent gives each record to :meth:`Pipeline.take`, which
+applies it to the users' state at once (in memory), with a *token* (the Faust event) to
+acknowledge later. Per batch: the state changes of its records are flushed and their changelog
+records sent (:mod:`nextbehavior.stream.table_writes`), the batch is scored in one predictor
+call on an executor thread while they travel, its predictions and dead letters are sent, and
+once *every* one of those records is confirmed by the broker the batch's tokens are
+acknowledged, in order. So a source offset is never committed before its record's state change
+and outputs are durable (at-least-once). The wait for a batch's confirmations overlaps the
+scoring of the next batch; acknowledgements stay in batch order.
+
+A changelog record that cannot be delivered (after the client's own retries) stops the
+pipeline at once: resending it later could land it after a newer write of the same key.
+Predictions and dead letters are resent a few times first.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from aiokafka.errors import MessageSizeTooLargeError
 
@@ -30,11 +36,26 @@ logger = logging.getLogger(__name__)
 
 Token = TypeVar("Token")
 Headers = list[tuple[str, bytes]]
-Sender = Callable[[str, bytes | None, bytes | None, Headers | None], Awaitable[Awaitable[Any]]]
-"""``await send(topic, key, value, headers)`` queues a record and returns its delivery future."""
+Sender = Callable[
+    [str, bytes | None, bytes | None, Headers | None, int | None], Awaitable[Awaitable[Any]]
+]
+"""``await send(topic, key, value, headers, partition)`` queues a record (partition None: by
+key) and returns its delivery future."""
 Acker = Callable[[Any], Awaitable[Any]]
-Outgoing = tuple[str, bytes | None, bytes | None, Headers | None, int]
-"""``(topic, key, value, headers, source partition)``: an output and where its input came from."""
+BatchSend = Callable[[Sequence["Outgoing"]], Awaitable[list[Awaitable[Any]]]]
+"""``await send_many(records)`` queues records (grouped per partition); a future per record."""
+
+
+class Outgoing(NamedTuple):
+    """A record to send, and the partition of the input record that caused it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    source: int
+    partition: int | None = None  # None: chosen from the key; changelog records: the source's
+
 
 SEND_ATTEMPTS = 3
 SEND_BACKOFF_S = 0.5
@@ -56,6 +77,11 @@ class SendFailedError(RuntimeError):
     """Outputs could not be delivered after retries; the worker must stop (nothing is acked)."""
 
 
+class ChangelogError(SendFailedError):
+    """A state change could not be made durable; the worker must stop (nothing is acked), so a
+    restart recovers the tables from the changelogs and replays the unacknowledged records."""
+
+
 class Pipeline(Generic[Token]):
     """Batches ``(token, work)`` pairs, scores them, sends outputs, then acks the tokens."""
 
@@ -74,8 +100,10 @@ class Pipeline(Generic[Token]):
         stats: Stats | None = None,
         observer: BatchObserver | None = None,
         send_for: Callable[[int], Sender] | None = None,
+        send_many: BatchSend | None = None,
     ) -> None:
         self.intake = intake
+        self.send_many = send_many  # at-least-once: predictions and changelogs in record batches
         self.send_for = send_for  # exactly-once: the sender of each source partition's transaction
         self.observer = observer
         self.send = send
@@ -90,6 +118,8 @@ class Pipeline(Generic[Token]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.predictor = predictor
         self.use_predictor(predictor)
+        self._settling: asyncio.Future[None] | None = None
+        self._failure: asyncio.Future[None] | None = None
 
     def use_predictor(self, predictor: Predictor) -> None:
         """Serve ``predictor`` from the next batch on (batches never mix models)."""
@@ -108,8 +138,21 @@ class Pipeline(Generic[Token]):
         await self.batcher.put((token, work))
 
     async def run(self) -> None:
-        """Handle batches until :meth:`close`; returns when drained."""
-        await self.batcher.run()
+        """Handle batches until :meth:`close`; returns when drained (every batch acked).
+
+        Raises if a batch cannot be delivered (the worker must stop), even while idle."""
+        loop = asyncio.get_running_loop()
+        self._failure = loop.create_future()
+        batches = asyncio.ensure_future(self.batcher.run())
+        try:
+            await asyncio.wait([batches, self._failure], return_when=asyncio.FIRST_COMPLETED)
+            if self._failure.done():
+                raise self._failure.exception() or SendFailedError("delivery failed")
+            await batches
+            await self._settled()
+        finally:
+            if not batches.done():
+                batches.cancel()
 
     def close(self) -> None:
         self.batcher.close()
@@ -119,8 +162,59 @@ class Pipeline(Generic[Token]):
 
     async def _handle(self, batch: list[tuple[Token, Work]]) -> None:
         predictor = self.predictor
+        changes = [
+            Outgoing(w.topic, w.key, w.value, None, w.partition, w.partition)
+            for w in self.intake.flush()
+        ]
+        in_flight = await self._enqueue_all(changes)  # they travel during inference
         scorable = [w for _, w in batch if isinstance(w, Scorable)]
         results = await self._score(predictor, scorable) if scorable else []
+        out = self._outputs(batch, results)
+        sent = await self._enqueue_all(out)
+        await self._settled()  # the previous batch is acked before this one
+        self._settling = asyncio.ensure_future(
+            self._settle(predictor, batch, results, changes, in_flight, out, sent)
+        )
+        self._settling.add_done_callback(self._on_settled)
+
+    def _on_settled(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _settled(self) -> None:
+        """Wait until the last batch handed over is delivered and acked (raise if it failed)."""
+        if self._settling is not None:
+            await self._settling
+
+    async def _settle(
+        self,
+        predictor: Predictor,
+        batch: list[tuple[Token, Work]],
+        results: list[bytes | DeadLetter],
+        changes: list[Outgoing],
+        in_flight: list[Awaitable[Any]],
+        out: list[Outgoing],
+        sent: list[Awaitable[Any]],
+    ) -> None:
+        confirmed = await asyncio.gather(*in_flight, return_exceptions=True)
+        failed = [res for res in confirmed if _failed(res)]
+        if failed:
+            raise ChangelogError(
+                f"{len(failed)} of {len(changes)} changelog write(s) failed ({failed[0]!r}); "
+                "refusing to commit offsets past them: restart to recover state from the changelog"
+            )
+        self.stats.changelog_writes += len(changes)
+        await self._deliver(out, sent)
+        if self.observer is not None:
+            self.observer.batch_done(predictor, batch, results)
+        for token, _ in batch:
+            await self.ack(token)
+
+    def _outputs(
+        self, batch: list[tuple[Token, Work]], results: list[bytes | DeadLetter]
+    ) -> list[Outgoing]:
         scored = iter(results)
         out: list[Outgoing] = []
         for _, work in batch:
@@ -130,7 +224,9 @@ class Pipeline(Generic[Token]):
             result = next(scored) if isinstance(work, Scorable) else work
             if isinstance(result, DeadLetter):
                 rec = result.record
-                out.append((self.dlq_topic, rec.key, rec.value, result.headers(), rec.partition))
+                out.append(
+                    Outgoing(self.dlq_topic, rec.key, rec.value, result.headers(), rec.partition)
+                )
                 self.stats.events["dead_lettered"] += 1
                 self.stats.errors[result.error_type] += 1
                 logger.warning(
@@ -141,16 +237,11 @@ class Pipeline(Generic[Token]):
                     extra=_fields(rec),
                 )
             else:
-                out.append(
-                    (self.output_topic, work.record.key, result, None, work.record.partition)
-                )
                 assert isinstance(work, Scorable)
+                record = work.record
+                out.append(Outgoing(self.output_topic, record.key, result, None, record.partition))
                 self.stats.events["duplicate" if work.duplicate else "predicted"] += 1
-        await self._send_all(out)
-        if self.observer is not None:
-            self.observer.batch_done(predictor, batch, results)
-        for token, _ in batch:
-            await self.ack(token)
+        return out
 
     async def _score(
         self, predictor: Predictor, items: Sequence[Scorable]
@@ -212,11 +303,11 @@ class Pipeline(Generic[Token]):
         )
         return list[bytes | DeadLetter](records)
 
-    async def _send_all(self, out: list[Outgoing]) -> None:
-        """Send every record and wait for delivery; resend failures, then give up loudly."""
+    async def _deliver(self, out: list[Outgoing], futures: list[Awaitable[Any]]) -> None:
+        """Wait for delivery of ``out`` (``futures``: their first sends); resend failures a few
+        times, then give up loudly."""
         todo = out
         for attempt in range(1, SEND_ATTEMPTS + 1):
-            futures = [await self._enqueue(rec) for rec in todo]
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [rec for rec, res in zip(todo, results, strict=True) if _failed(res)]
             if not failed:
@@ -228,15 +319,27 @@ class Pipeline(Generic[Token]):
             self.stats.send_retries += 1
             await asyncio.sleep(SEND_BACKOFF_S * attempt)
             todo = failed
+            futures = [await self._enqueue(rec) for rec in todo]
+
+    async def _enqueue_all(self, records: list[Outgoing]) -> list[Awaitable[Any]]:
+        """Queue ``records``: in record batches when possible; a future per record, in order.
+        Dead letters (with headers) go one by one, for the size handling of :meth:`_enqueue`."""
+        if self.send_many is None or self.send_for is not None:
+            return [await self._enqueue(rec) for rec in records]
+        plain = [rec for rec in records if rec.headers is None]
+        batched = iter(await self.send_many(plain) if plain else [])
+        return [
+            next(batched) if rec.headers is None else await self._enqueue(rec) for rec in records
+        ]
 
     async def _enqueue(self, rec: Outgoing) -> Awaitable[Any]:
         """Queue one record. A dead letter too large for the dead-letter topic (its headers
         push it over the limit) goes without its value, with a ``value_dropped`` header,
         rather than crash-looping the worker on it."""
-        topic, key, value, headers, partition = rec
-        send = self.send if self.send_for is None else self.send_for(partition)
+        topic, key, value, headers, source, partition = rec
+        send = self.send if self.send_for is None else self.send_for(source)
         try:
-            return await send(topic, key, value, headers)
+            return await send(topic, key, value, headers, partition)
         except MessageSizeTooLargeError:
             if topic != self.dlq_topic or value is None:
                 raise
@@ -244,7 +347,7 @@ class Pipeline(Generic[Token]):
                 "dead letter of %d bytes is too large; sending it without its value", len(value)
             )
             dropped = ("value_dropped", f"{len(value)} bytes: too large to forward".encode())
-            return await send(topic, key, None, [*(headers or []), dropped])
+            return await send(topic, key, None, [*(headers or []), dropped], partition)
 
 
 def _failed(result: Any) -> bool:

@@ -25,14 +25,11 @@ import dataclasses
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from nextbehavior.stream.connection import aiokafka_options
 from nextbehavior.stream.events import MAX_ID_CHARS, Event
-from nextbehavior.stream.history import Step
 from nextbehavior.stream.settings import Settings
-from nextbehavior.stream.state import StateError, decode_history
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +51,6 @@ def pseudonymizer(key: bytes) -> Pseudonym:
 def pseudonymize(event: Event, pseudonym: Pseudonym) -> Event:
     """``event`` with its ``user_id`` replaced by the pseudonym."""
     return dataclasses.replace(event, user_id=pseudonym(event.user_id))
-
-
-def forget_user(state: MutableMapping[bytes, bytes], key: bytes) -> list[Step] | None:
-    """Delete ``key``'s state (for a Faust table, this sends the changelog tombstone).
-
-    Returns the history that was held (``[]`` if unreadable), or None if there was none.
-    """
-    raw = state.get(key)
-    if raw is None:
-        return None
-    del state[key]
-    try:
-        return decode_history(raw)
-    except StateError:
-        return []
 
 
 class ForgetError(RuntimeError):
@@ -105,24 +87,3 @@ async def request_forget(settings: Settings, user_id: str, *, timeout_s: float) 
     finally:
         await producer.stop()
     return meta.partition, meta.offset
-
-
-def activity_eraser(activity: Any) -> Callable[[str, list[Step]], int]:
-    """For a Faust tumbling-window table keyed by user id (``app.Table(...).tumbling(...)``):
-    a function that deletes a user's counts in the windows their history's events fell in
-    (each deletion a changelog tombstone); returns how many rows it deleted. Windows older
-    than the table's expiry are already gone from the store."""
-    table = activity.table
-    window = table.window
-
-    def erase(user_id: str, history: list[Step]) -> int:
-        ranges = {window.current(step.timestamp / 1000.0) for step in history}
-        deleted = 0
-        for window_range in sorted(ranges):
-            key = (user_id, window_range)
-            if key in table:
-                del table[key]
-                deleted += 1
-        return deleted
-
-    return erase

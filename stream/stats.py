@@ -26,6 +26,7 @@ class Stats:
     max_batch: int = 0
     inference_s: float = 0.0
     send_retries: int = 0
+    changelog_writes: int = 0
     activity_max: int = 0
     activity_hist: list[int] = field(default_factory=lambda: [0] * (len(ACTIVITY_BUCKETS) + 1))
 
@@ -52,6 +53,7 @@ class Stats:
             "max_batch": self.max_batch,
             "inference_s": round(self.inference_s, 6),
             "send_retries": self.send_retries,
+            "changelog_writes": self.changelog_writes,
             "hourly_activity": {
                 "max": self.activity_max,
                 "histogram": dict(zip(buckets, self.activity_hist, strict=True)),

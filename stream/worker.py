@@ -1,11 +1,12 @@
 """The Faust app: one agent turns each behavior event into a prediction of the user's next one.
 
-Per record, inside Faust's event context: decode and validate (bad -> dead-letter topic), update
-the user's sequence state in the ``sequences`` table (changelog-backed, assigned back), count
-the event in the ``activity`` table (events per user per event-time hour), and hand the event
-with its history to the :class:`~nextbehavior.stream.pipeline.Pipeline`, which batches, scores
-off the event loop, sends, and only then acks. The stream is ``noack()``: an offset becomes
-committable only once the outputs of its record are on the broker (at-least-once).
+Per record: decode and validate (bad -> dead-letter topic), update the user's sequence state
+(the ``sequences`` table, changelog-backed), count the event in the ``activity`` table (events
+per user per event-time hour, tumbling), and hand the event with its history to the
+:class:`~nextbehavior.stream.pipeline.Pipeline`, which batches, writes each batch's table
+changes once (:mod:`nextbehavior.stream.table_writes`), scores off the event loop, sends, and
+only then acks. The stream is ``noack()``: an offset becomes committable only once its record's
+state change and outputs are on the broker (at-least-once).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from typing import Any, Final, cast
 import faust
 from faust.web import Request, Response, View
 
+from nextbehavior.stream.batch_send import BatchSender
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.connection import aiokafka_options
-from nextbehavior.stream.durability import ChangelogBarrier, tracked_table, transactional_senders
+from nextbehavior.stream.durability import transactional_senders
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.operations import Operations
 from nextbehavior.stream.pipeline import Headers, Pipeline
 from nextbehavior.stream.predictor import Predictor
-from nextbehavior.stream.privacy import activity_eraser, pseudonymizer
+from nextbehavior.stream.privacy import pseudonymizer
 from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.stats import Stats
+from nextbehavior.stream.table_writes import ActivityCounts, TableWriter, UserStates
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +128,7 @@ def build_app(
     settings: Settings, predictor: Predictor, *, partitions: int, compat: BrokerCompat
 ) -> WorkerApp:
     """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
-    # Every table tracks its changelog writes; an event is acked once they are durable.
-    barrier = ChangelogBarrier(timeout_s=4 * settings.request_timeout_s)
-    app = faust.App(
-        settings.app_id, **faust_config(settings, partitions), Table=tracked_table(barrier)
-    )
+    app = faust.App(settings.app_id, **faust_config(settings, partitions))
     apply_compat(app, compat)
     source = app.topic(
         settings.input_topic,
@@ -155,34 +154,41 @@ def build_app(
     ).tumbling(ACTIVITY_WINDOW_S, expires=ACTIVITY_EXPIRES)
     ops = Operations(settings, predictor)
     stats = ops.stats
-    window = activity.table.window
-    assert window is not None
-
-    def count_activity(user_id: str, timestamp_ms: int) -> None:
-        hour = window.current(timestamp_ms / 1000.0)  # event time, not the record's timestamp
-        counts = activity[user_id]
-        count = counts[hour] + 1
-        counts[hour] = count
-        stats.observe_activity(count)
-
+    # Both tables are written once per batch, by the pipeline (stream/table_writes.py).
+    users = UserStates(TableWriter.of(state))
     key = settings.pseudonymize_key
     intake = Intake(
-        state,
+        users,
         max_len=predictor.max_len,
         horizon_ms=settings.history_horizon_s * 1000 or None,
         max_bytes=settings.max_event_bytes,
-        on_activity=count_activity,
+        activity=ActivityCounts.of(activity, on_count=stats.observe_activity),
         pseudonym=pseudonymizer(key.get_secret_value().encode()) if key else None,
-        on_forget=activity_eraser(activity),
     )
+
+    async def rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        users.invalidate()  # partitions may move: the recovered store is the truth
+        batches.forget_partitions()
+
+    app.on_partitions_revoked.connect(rebalanced)
+    app.on_partitions_assigned.connect(rebalanced)
+
     worker = WorkerApp(app, settings, predictor, intake, partitions, stats, ops=ops)
 
     async def send(
-        topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        partition: int | None,
     ) -> Any:
-        return await app.producer.send(topic, key, value, None, None, headers)
+        return await app.producer.send(topic, key, value, partition, None, headers)
 
     exactly_once = settings.processing_guarantee == "exactly_once"  # outputs in transactions
+    batches = BatchSender(
+        lambda: cast(Any, app.producer)._ensure_producer(),  # the started aiokafka producer
+        lambda topic, key: app.producer.key_partition(topic, key).partition,
+    )
 
     @app.agent(source, name=AGENT_NAME)
     async def predict(stream: faust.StreamT[bytes]) -> None:
@@ -191,7 +197,7 @@ def build_app(
             intake,
             worker.predictor,
             send=send,
-            ack=barrier.guard(events.ack),
+            ack=events.ack,
             output_topic=settings.output_topic,
             dlq_topic=settings.dlq_topic,
             batch_size=settings.batch_size,
@@ -200,6 +206,7 @@ def build_app(
             stats=stats,
             observer=ops,
             send_for=transactional_senders(app, source.get_topic_name()) if exactly_once else None,
+            send_many=None if exactly_once else batches.send,
         )
         worker.pipeline = pipeline
         runner = asyncio.ensure_future(pipeline.run())

@@ -1,5 +1,6 @@
-"""The changelog barrier: an event is acknowledged only after its changelog writes are confirmed;
-a failed or lost write stops all further acknowledgements (nothing more gets committed)."""
+"""State before offsets: a batch is acknowledged only once its changelog writes (and outputs)
+are confirmed; a failed changelog write stops the pipeline with nothing more acknowledged; each
+user's state is written once per batch, to the partition of the record that changed it."""
 
 from __future__ import annotations
 
@@ -8,122 +9,164 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import faust
 import orjson
 import pytest
 
-from nextbehavior.stream.durability import (
-    ChangelogBarrier,
-    ChangelogError,
-    tracked_table,
-    transactional_senders,
-)
+from nextbehavior.stream.durability import transactional_senders
 from nextbehavior.stream.intake import Intake, Record
-from nextbehavior.stream.pipeline import Pipeline
+from nextbehavior.stream.pipeline import ChangelogError, Headers, Pipeline
 from nextbehavior.stream.predictor import Predictor
+from nextbehavior.stream.state import decode_history
+from nextbehavior.stream.table_writes import TableWriter, UserStates
+
+CHANGELOG = "state-changelog"
 
 
-class Event:
-    """Stands for a Faust event (the barrier only uses its identity)."""
+def event(eid: str, user: str, ts: int = 1) -> bytes:
+    value = {"event_id": eid, "user_id": user, "item_id": "i1", "event_type": "view"}
+    return orjson.dumps({**value, "timestamp": ts})
 
 
-async def test_ack_waits_for_the_events_changelog_writes() -> None:
-    barrier = ChangelogBarrier(timeout_s=5)
-    acked: list[Event] = []
+class Broker:
+    """Holds every delivery future until the test confirms or fails it."""
 
-    async def ack(event: Event) -> None:
-        acked.append(event)
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.futures: list[asyncio.Future[Any]] = []
 
-    first, second = Event(), Event()
-    loop = asyncio.get_running_loop()
-    writes = [loop.create_future() for _ in range(2)]
-    for fut in writes:
-        barrier.track(first, fut)
-    other = loop.create_future()
-    barrier.track(second, other)
-    assert barrier.pending == 3
-    guarded = barrier.guard(ack)
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        partition: int | None,
+    ) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        return fut
 
-    acking = asyncio.ensure_future(guarded(first))
-    await asyncio.sleep(0.01)
-    assert not acked  # its writes are still in flight
-    writes[0].set_result("meta")
-    await asyncio.sleep(0.01)
-    assert not acked
-    writes[1].set_result("meta")
-    await acking
-    assert acked == [first]  # the other event's write does not hold it back
-    assert barrier.pending == 1
-    other.set_result("meta")
-    await guarded(second)
-    assert acked == [first, second]
-    assert barrier.confirmed == 3 and barrier.pending == 0
+    def of(self, topic: str) -> list[int]:
+        return [i for i, rec in enumerate(self.sent) if rec[0] == topic]
 
 
-async def test_an_event_without_writes_is_acked_at_once() -> None:
-    barrier = ChangelogBarrier(timeout_s=5)
-    acked: list[Event] = []
+def pipeline_on(
+    broker: Broker, predictor: Predictor, acks: list[int], state: dict[bytes, bytes]
+) -> Pipeline[int]:
+    intake = Intake(
+        UserStates(TableWriter(state, CHANGELOG)),
+        max_len=predictor.max_len,
+        horizon_ms=None,
+        max_bytes=4096,
+    )
 
-    async def ack(event: Event) -> None:
-        acked.append(event)
+    async def ack(token: int) -> None:
+        acks.append(token)
 
-    done = asyncio.get_running_loop().create_future()
-    done.set_result("meta")
-    event = Event()
-    barrier.track(event, done)  # already confirmed: nothing to wait for
-    await barrier.guard(ack)(event)
-    await barrier.guard(ack)(Event())  # a duplicate: no write at all
-    assert len(acked) == 2
+    return Pipeline(
+        intake,
+        predictor,
+        send=broker.send,
+        ack=ack,
+        output_topic="out",
+        dlq_topic="dlq",
+        batch_size=3,
+        batch_wait_s=0.01,
+    )
 
 
-async def test_a_failed_write_blocks_this_and_every_later_ack() -> None:
-    barrier = ChangelogBarrier(timeout_s=5)
-    acked: list[Event] = []
+@pytest.fixture
+def predictor(tiny_bundle: Path) -> Predictor:
+    return Predictor(tiny_bundle, ["CPUExecutionProvider"])
 
-    async def ack(event: Event) -> None:
-        acked.append(event)
 
-    loop = asyncio.get_running_loop()
-    bad, later = Event(), Event()
-    fut = loop.create_future()
-    barrier.track(bad, fut)
-    fut.set_exception(ConnectionError("broker gone"))
+async def until(check: Any, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.005)
+
+
+async def test_a_batch_is_acked_only_after_its_changelog_writes_are_confirmed(
+    predictor: Predictor,
+) -> None:
+    broker, acks, state = Broker(), [], {}
+    pipeline = pipeline_on(broker, predictor, acks, state)
+    runner = asyncio.create_task(pipeline.run())
+    # One batch: u1 twice (partition 2), u2 once (partition 5).
+    await pipeline.take(0, Record(b"u1", event("a", "u1", 1), "events", 2, 10))
+    await pipeline.take(1, Record(b"u2", event("b", "u2", 1), "events", 5, 20))
+    await pipeline.take(2, Record(b"u1", event("c", "u1", 2), "events", 2, 11))
+    await until(lambda: len(broker.of("out")) == 3)
+    changelog = [broker.sent[i] for i in broker.of(CHANGELOG)]
+    # One record per user per batch, the user's latest state, to the source's partition.
+    assert sorted((key, partition) for _, key, _, partition in changelog) == [
+        (b"u1", 2),
+        (b"u2", 5),
+    ]
+    u1 = next(value for _, key, value, _ in changelog if key == b"u1")
+    assert [s.event_id for s in decode_history(u1)] == ["a", "c"]
+    assert state[b"u1"] == u1  # the table's store holds what the changelog holds
+    for i in broker.of("out"):
+        broker.futures[i].set_result(None)  # predictions delivered...
+    await asyncio.sleep(0.05)
+    assert acks == []  # ...but the state is not durable yet
+    for i in broker.of(CHANGELOG):
+        broker.futures[i].set_result(None)
+    await until(lambda: acks == [0, 1, 2])
+    pipeline.close()
+    await asyncio.wait_for(runner, timeout=10)
+
+
+async def test_a_failed_changelog_write_stops_the_pipeline_and_nothing_is_acked(
+    predictor: Predictor,
+) -> None:
+    broker, acks = Broker(), []
+    pipeline = pipeline_on(broker, predictor, acks, {})
+    runner = asyncio.create_task(pipeline.run())
+    await pipeline.take(0, Record(b"u1", event("a", "u1"), "events", 0, 0))
+    await until(lambda: broker.of("out") and broker.of(CHANGELOG))
+    for i in broker.of("out"):
+        broker.futures[i].set_result(None)
+    broker.futures[broker.of(CHANGELOG)[0]].set_exception(ConnectionError("broker gone"))
+    # The pipeline stops by itself, idle as it is: not resent (it could land after a newer
+    # write of the same key), nothing acked, so a restart replays the record.
     with pytest.raises(ChangelogError, match="broker gone"):
-        await barrier.guard(ack)(bad)
-    with pytest.raises(ChangelogError):
-        await barrier.guard(ack)(later)  # sticky: memory and changelog differ now
-    assert acked == []
+        await asyncio.wait_for(runner, timeout=10)
+    assert acks == []
+    assert len(broker.of(CHANGELOG)) == 1
 
 
-async def test_an_unconfirmed_write_times_out_and_blocks_acks() -> None:
-    barrier = ChangelogBarrier(timeout_s=0.05)
-    acked: list[Event] = []
-
-    async def ack(event: Event) -> None:
-        acked.append(event)
-
-    event = Event()
-    barrier.track(event, asyncio.get_running_loop().create_future())  # never confirmed
-    with pytest.raises(ChangelogError, match="not confirmed within"):
-        await barrier.guard(ack)(event)
-    with pytest.raises(ChangelogError):
-        await barrier.guard(ack)(Event())
-    assert acked == []
-
-
-def test_tracked_table_is_a_faust_table() -> None:
-    cls = tracked_table(ChangelogBarrier(timeout_s=1))
-    assert issubclass(cls, faust.Table)
-    app = faust.App("durability-test", broker="kafka://127.0.0.1:1", Table=cls)
-    table = app.Table("t", default=int).tumbling(60.0)
-    assert isinstance(table.table, cls)  # windowed tables are tracked too
+async def test_acks_keep_batch_order_when_a_later_batch_is_confirmed_first(
+    predictor: Predictor,
+) -> None:
+    broker, acks = Broker(), []
+    pipeline = pipeline_on(broker, predictor, acks, {})
+    runner = asyncio.create_task(pipeline.run())
+    for n in range(3):  # batch one (full)
+        await pipeline.take(n, Record(b"u1", event(f"a{n}", "u1", n), "events", 0, n))
+    await until(lambda: len(broker.of("out")) == 3)
+    first = list(range(len(broker.sent)))
+    await pipeline.take(3, Record(b"u2", event("b", "u2"), "events", 1, 0))  # batch two
+    await until(lambda: len(broker.of("out")) == 4)
+    for i in range(len(broker.sent)):
+        if i not in first:
+            broker.futures[i].set_result(None)
+    await asyncio.sleep(0.05)
+    assert acks == []  # batch two is delivered but waits for batch one
+    for i in first:
+        broker.futures[i].set_result(None)
+    await until(lambda: acks == [0, 1, 2, 3])
+    pipeline.close()
+    await asyncio.wait_for(runner, timeout=10)
 
 
 async def test_exactly_once_outputs_go_to_their_source_partitions_transaction(
     tiny_bundle: Path,
 ) -> None:
-    """Each prediction and dead letter is sent by its source partition's sender; each sender
-    sends inside that partition's Faust transaction (``{app}-{group}-{partition}``)."""
+    """Each prediction, dead letter and changelog write is sent by its source partition's
+    sender; each sender sends inside that partition's Faust transaction
+    (``{app}-{group}-{partition}``)."""
     sent: list[tuple[str, str | None]] = []
 
     class Producer:
@@ -140,7 +183,8 @@ async def test_exactly_once_outputs_go_to_their_source_partitions_transaction(
     )
     senders = transactional_senders(app, "events")  # type: ignore[arg-type]
     predictor = Predictor(tiny_bundle, ["CPUExecutionProvider"])
-    intake = Intake({}, max_len=predictor.max_len, horizon_ms=None, max_bytes=4096)
+    state = UserStates(TableWriter({}, CHANGELOG))
+    intake = Intake(state, max_len=predictor.max_len, horizon_ms=None, max_bytes=4096)
     acks: list[int] = []
 
     async def ack(token: int) -> None:
@@ -168,5 +212,5 @@ async def test_exactly_once_outputs_go_to_their_source_partitions_transaction(
     await pipeline.take(1, Record(b"v", b"junk", "events", 1, 0))
     pipeline.close()
     await asyncio.wait_for(runner, timeout=20)
-    assert sorted(sent) == [("dlq", "app-0-1"), ("out", "app-0-3")]
+    assert sorted(sent) == [("dlq", "app-0-1"), ("out", "app-0-3"), (CHANGELOG, "app-0-3")]
     assert acks == [0, 1]

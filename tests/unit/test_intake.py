@@ -9,6 +9,7 @@ import pytest
 
 from nextbehavior.stream.intake import DeadLetter, Intake, Record, Scorable, dead_letter_headers
 from nextbehavior.stream.state import decode_history, encode_history
+from nextbehavior.stream.table_writes import ActivityCounts, TableWriter
 
 T0 = 1_700_000_000_000
 
@@ -56,7 +57,10 @@ def test_valid_event_updates_state_and_is_scorable() -> None:
     assert isinstance(first, Scorable) and isinstance(second, Scorable)
     assert (first.history_length, second.history_length) == (1, 2)
     assert [s.event_id for s in second.context] == ["e1", "e2"]
-    assert [s.event_id for s in decode_history(intake.state[b"u1"])] == ["e1", "e2"]
+    assert intake.state.read(b"u1") == second.context  # held in memory until the flush
+    writes = intake.flush()
+    assert [(w.key, w.partition) for w in writes] == [(b"u1", 2)]  # once, to the record's
+    assert [s.event_id for s in decode_history(writes[0].value)] == ["e1", "e2"]
 
 
 def test_duplicate_is_scorable_without_a_state_write() -> None:
@@ -114,18 +118,33 @@ def test_dead_letter_headers() -> None:
 
 def test_unreadable_state_is_replaced() -> None:
     state = CountingDict({b"u1": b"garbage"})
-    result = make_intake(state).take(record(event("e1")))
+    intake = make_intake(state)
+    result = intake.take(record(event("e1")))
     assert isinstance(result, Scorable) and result.history_length == 1
+    intake.flush()
     assert decode_history(state[b"u1"])[0].event_id == "e1"
 
 
-def test_activity_hook_sees_new_events_only() -> None:
-    seen: list[tuple[str, int]] = []
-    intake = make_intake(on_activity=lambda user, ts: seen.append((user, ts)))
+def test_activity_counts_new_events_only() -> None:
+    seen: list[int] = []
+    counts: dict[Any, int] = {}
+
+    def hour(ts_s: float) -> tuple[float, float]:
+        start = ts_s - ts_s % 3600
+        return (start, start + 3600)
+
+    activity = ActivityCounts(TableWriter(counts, "activity"), hour, on_count=seen.append)
+    intake = make_intake(activity=activity)
     intake.take(record(event("e1")))
-    intake.take(record(event("e1")))
+    intake.take(record(event("e1")))  # a repeat: not counted
     intake.take(record(b"bad"))
-    assert seen == [("u1", T0)]
+    intake.take(record(event("e2", ts=T0 + 1)))
+    assert seen == [1, 2]
+    writes = intake.flush()
+    assert counts == {("u1", hour(T0 / 1000)): 2}
+    assert [(w.topic, w.value, w.partition) for w in writes if w.topic == "activity"] == [
+        ("activity", 2, 2)  # the plain writer keeps values as they are; Faust's: JSON
+    ]
 
 
 def test_max_len_may_change_between_records() -> None:

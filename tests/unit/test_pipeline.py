@@ -19,8 +19,10 @@ from nextbehavior.stream.events import parse_prediction
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.pipeline import Headers, Pipeline, SendFailedError
 from nextbehavior.stream.predictor import BatchOutput, Predictor
+from nextbehavior.stream.table_writes import TableWriter, UserStates
 
 T0 = 1_700_000_000_000
+CHANGELOG = "state-changelog"
 
 
 class Topic:
@@ -29,16 +31,25 @@ class Topic:
     def __init__(self, fail_times: int = 0, max_bytes: int = 1 << 20) -> None:
         self.max_bytes = max_bytes
         self.records: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+        self.changelog: list[tuple[bytes | None, bytes | None, int | None]] = []
         self.fail_times = fail_times
         self.log: list[str] = []
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if value is not None and len(value) > self.max_bytes:
             raise MessageSizeTooLargeError("too large")  # what aiokafka raises at send()
-        if self.fail_times:
+        if topic == CHANGELOG:  # changelog failures: tests/unit/test_durability.py
+            self.changelog.append((key, value, partition))
+            asyncio.get_running_loop().call_soon(fut.set_result, None)
+        elif self.fail_times:
             self.fail_times -= 1
             fut.set_exception(ConnectionError("broker away"))
         else:
@@ -73,7 +84,8 @@ def make(predictor: Predictor, topic: Topic, acks: list[int], **kw: Any) -> Pipe
         acks.append(token)
         topic.log.append(f"ack {token}")
 
-    intake = Intake({}, max_len=predictor.max_len, horizon_ms=None, max_bytes=4096)
+    state = UserStates(TableWriter({}, CHANGELOG))
+    intake = Intake(state, max_len=predictor.max_len, horizon_ms=None, max_bytes=4096)
     return Pipeline(
         intake,
         predictor,

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
 from nextbehavior.stream.history import Step
-from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable
-from nextbehavior.stream.privacy import activity_eraser, forget_user, pseudonymizer
+from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable, Work
+from nextbehavior.stream.privacy import pseudonymizer
 from nextbehavior.stream.state import decode_history, encode_history
+from nextbehavior.stream.table_writes import ActivityCounts, TableWriter, UserStates
 
 T0 = 1_700_000_000_000
 HOUR_MS = 3_600_000
@@ -35,6 +36,28 @@ def intake(state: dict[bytes, bytes], **kw: Any) -> Intake:
     return Intake(state, max_len=10, horizon_ms=kw.pop("horizon_ms", None), max_bytes=4096, **kw)
 
 
+def taker(state: dict[bytes, bytes], **kw: Any) -> Callable[[Record], Work]:
+    """Take one record and flush its writes into ``state`` (the worker flushes per batch)."""
+    into = intake(state, **kw)
+
+    def take(rec: Record) -> Work:
+        work = into.take(rec)
+        into.flush()
+        return work
+
+    return take
+
+
+def window(ts_s: float) -> tuple[float, float]:
+    """A tumbling hour window, as Faust's ``window.current`` (event time in seconds)."""
+    start = ts_s - ts_s % 3600.0
+    return (start, start + 3600.0)
+
+
+def hour(ts_ms: int) -> tuple[float, float]:
+    return window(ts_ms / 1000)
+
+
 def test_pseudonym_is_hmac_sha256_hex() -> None:
     pseudonym = pseudonymizer(KEY)
     expected = hmac.new(KEY, b"alice", hashlib.sha256).hexdigest()
@@ -49,7 +72,7 @@ def test_pseudonym_is_hmac_sha256_hex() -> None:
 def test_pseudonym_replaces_the_user_id_before_state_and_output() -> None:
     state: dict[bytes, bytes] = {}
     pseudonym = pseudonymizer(KEY)
-    work = intake(state, pseudonym=pseudonym).take(record(event("e1")))
+    work = taker(state, pseudonym=pseudonym)(record(event("e1")))
     alias = pseudonym("alice")
     assert isinstance(work, Scorable)
     assert work.event.user_id == alias  # the prediction's user_id field
@@ -66,15 +89,17 @@ def test_bad_records_keep_their_original_bytes_under_pseudonymization() -> None:
 
 def test_tombstone_forgets_the_user_and_nothing_else() -> None:
     state: dict[bytes, bytes] = {}
-    forgotten: list[tuple[str, list[Step]]] = []
-    take = intake(state, on_forget=lambda u, h: forgotten.append((u, h))).take
+    counts: dict[Any, int] = {}
+    activity = ActivityCounts(TableWriter(counts, "activity"), window)
+    take = taker(state, activity=activity)
     for n in range(3):
-        take(record(event(f"a{n}", ts=T0 + n)))
+        take(record(event(f"a{n}", ts=T0 + n * HOUR_MS)))
     take(record(event("b0", user="bob"), key=b"bob"))
+    assert counts[("alice", hour(T0))] == 1 and len(counts) == 4
     result = take(record(None))  # key alice, null value
     assert isinstance(result, Forgotten) and result.had_state
     assert list(state) == [b"bob"]
-    assert [(u, [s.event_id for s in h]) for u, h in forgotten] == [("alice", ["a0", "a1", "a2"])]
+    assert counts == {("bob", hour(T0)): 1}  # alice's hours are gone too
     again = take(record(None))
     assert isinstance(again, Forgotten) and not again.had_state  # nothing left: still no DLQ
     after = take(record(event("a0", ts=T0)))  # the same id again: a new start, not a repeat
@@ -88,25 +113,31 @@ def test_tombstone_without_a_key_is_a_dead_letter() -> None:
 
 def test_tombstone_finds_the_pseudonymous_state() -> None:
     state: dict[bytes, bytes] = {}
-    take = intake(state, pseudonym=pseudonymizer(KEY)).take
+    take = taker(state, pseudonym=pseudonymizer(KEY))
     take(record(event("a0")))
     assert len(state) == 1
     result = take(record(None))  # keyed by the real id, as `nextbehavior forget alice` sends it
     assert isinstance(result, Forgotten) and result.had_state and state == {}
 
 
-def test_forget_user_returns_what_was_held() -> None:
+def test_forget_returns_what_was_held_and_sends_tombstones() -> None:
     steps = [Step("e1", "i1", "view", T0)]
-    state = {b"u": encode_history(steps), b"v": b"not a state record"}
-    assert forget_user(state, b"u") == steps
-    assert forget_user(state, b"v") == []  # unreadable, deleted all the same
-    assert forget_user(state, b"w") is None
-    assert state == {}
+    store = {b"u": encode_history(steps), b"v": b"not a state record"}
+    users = UserStates(TableWriter(store, "state"))
+    assert users.forget(b"u", 3) == steps
+    assert users.forget(b"v", 1) == []  # unreadable, deleted all the same
+    assert users.forget(b"w", 0) is None
+    writes = users.flush()
+    assert store == {}
+    assert sorted((w.key, w.value, w.partition) for w in writes) == [
+        (b"u", None, 3),
+        (b"v", None, 1),
+    ]
 
 
 def test_horizon_drops_old_events_from_state() -> None:
     state: dict[bytes, bytes] = {}
-    take = intake(state, horizon_ms=24 * HOUR_MS).take
+    take = taker(state, horizon_ms=24 * HOUR_MS)
     take(record(event("old", ts=T0)))
     take(record(event("mid", ts=T0 + 20 * HOUR_MS)))
     newest = take(record(event("new", ts=T0 + 30 * HOUR_MS)))  # "old" is now 30 h behind
@@ -118,40 +149,11 @@ def test_horizon_drops_old_events_from_state() -> None:
     assert [s.event_id for s in decode_history(state[b"alice"])] == ["mid", "new"]
 
 
-@dataclass
-class FakeWindow:
-    size_s: float
-
-    def current(self, timestamp: float) -> tuple[float, float]:
-        start = timestamp - timestamp % self.size_s
-        return (start, start + self.size_s)
-
-
-@dataclass
-class FakeWindowed:
-    """The part of a Faust tumbling table that the eraser uses: ``.table`` with ``.window``."""
-
-    window: FakeWindow
-    data: dict[Any, int] = field(default_factory=dict)
-
-    @property
-    def table(self) -> FakeWindowed:
-        return self
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self.data
-
-    def __delitem__(self, key: Any) -> None:
-        del self.data[key]
-
-
-def test_activity_eraser_deletes_the_users_hours() -> None:
-    activity = FakeWindowed(FakeWindow(3600.0))
-
-    def hour(ts: int) -> tuple[float, float]:
-        return activity.window.current(ts / 1000)
-
-    activity.data = {("u", hour(T0)): 2, ("u", hour(T0 + HOUR_MS)): 1, ("v", hour(T0)): 5}
+def test_activity_erase_deletes_the_users_hours() -> None:
+    counts: dict[Any, int] = {("u", hour(T0)): 2, ("u", hour(T0 + HOUR_MS)): 1, ("v", hour(T0)): 5}
+    activity = ActivityCounts(TableWriter(counts, "activity"), window)
     history = [Step(f"e{n}", "i1", "view", T0 + n * HOUR_MS) for n in range(3)]
-    assert activity_eraser(activity)("u", history) == 2  # the third hour held no count
-    assert activity.data == {("v", hour(T0)): 5}
+    assert activity.erase("u", history, 0) == 2  # the third hour held no count
+    writes = activity.flush()
+    assert counts == {("v", hour(T0)): 5}
+    assert [w.value for w in writes] == [None, None]  # tombstones
