@@ -31,6 +31,7 @@ from nextbehavior.stream.health import GroupState, Health
 from nextbehavior.stream.intake import DeadLetter, Scorable
 from nextbehavior.stream.metrics import CONTENT_TYPE, MeteredStats, WorkerMetrics
 from nextbehavior.stream.online_eval import OnlineEvaluator
+from nextbehavior.stream.predictions import Top
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.reload import BundleDirectory, BundleWatcher, Loaded, Signature
 from nextbehavior.stream.settings import Settings
@@ -122,14 +123,16 @@ class Operations:
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
         results: Sequence[bytes | DeadLetter],
+        tops: Sequence[Top | None] | None = None,
     ) -> None:
         """A batch's outputs are on the broker: latency, online scores, progress. Never raises.
 
         ``batch``: the ``(Faust event, work)`` pairs as taken; ``results``: one per
-        :class:`Scorable` work, in order (prediction JSON, or a dead letter if inference failed).
+        :class:`Scorable` work, in order (prediction JSON, or a dead letter if inference failed);
+        ``tops``: their top item ids and type distributions (else read from the JSON).
         """
         try:
-            self._account(predictor, batch, results)
+            self._account(predictor, batch, results, tops)
         except Exception:  # bookkeeping must never stop the pipeline
             logger.exception("operations bookkeeping failed on a batch of %d", len(batch))
 
@@ -138,17 +141,20 @@ class Operations:
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
         results: Sequence[bytes | DeadLetter],
+        tops: Sequence[Top | None] | None,
     ) -> None:
         now_s = time.time()
         version = predictor.manifest.model_version
         debug = logger.isEnabledFor(logging.DEBUG)
         scored = iter(results)
+        summaries = iter(tops) if tops is not None else None
         for token, work in batch:
             record = work.record  # every kind of work carries its input record
             self.health.offsets((record.topic, record.partition), position=record.offset + 1)
             if not isinstance(work, Scorable):
                 continue
             result = next(scored)
+            top = next(summaries) if summaries is not None else None
             if not isinstance(result, bytes):
                 continue
             produced_s = _record_time_s(token)
@@ -156,14 +162,11 @@ class Operations:
                 self.metrics.event_to_prediction.observe(max(now_s - produced_s, 0.0))
             event = work.event
             if not work.duplicate:
-                body = orjson.loads(result)
+                if top is None:
+                    body = orjson.loads(result)
+                    top = ([item["item_id"] for item in body["items"]], body["next_event_type"])
                 self.evaluator.add_event(event)
-                self.evaluator.observe_prediction(
-                    event.user_id,
-                    event.event_id,
-                    [item["item_id"] for item in body["items"]],
-                    body["next_event_type"],
-                )
+                self.evaluator.observe_prediction(event.user_id, event.event_id, *top)
             if debug:
                 logger.debug(
                     "predicted",

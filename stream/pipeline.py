@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -28,8 +27,8 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from nextbehavior.stream.batcher import MicroBatcher
 from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable, Work
-from nextbehavior.stream.predictions import prediction_records, reasons
-from nextbehavior.stream.predictor import BatchOutput, Predictor
+from nextbehavior.stream.predictor import Predictor
+from nextbehavior.stream.scoring import Scored, Scorer, Top
 from nextbehavior.stream.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -69,8 +68,10 @@ class BatchObserver(Protocol):
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
         results: Sequence[bytes | DeadLetter],
+        tops: Sequence[Top | None] | None = None,
     ) -> None:
-        """``batch`` as taken; ``results``: one per Scorable work, in order."""
+        """``batch`` as taken; ``results``: one per Scorable work, in order; ``tops``: the
+        same predictions' top item ids and type distributions (None for a dead letter)."""
 
 
 class SendFailedError(RuntimeError):
@@ -116,6 +117,7 @@ class Pipeline(Generic[Token]):
             self._handle, max_size=batch_size, max_wait_s=batch_wait_s
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.scorer = Scorer(self._executor, explain=explain, stats=self.stats)
         self.predictor = predictor
         self.use_predictor(predictor)
         self._settling: asyncio.Future[None] | None = None
@@ -168,12 +170,12 @@ class Pipeline(Generic[Token]):
         ]
         in_flight = await self._enqueue_all(changes)  # they travel during inference
         scorable = [w for _, w in batch if isinstance(w, Scorable)]
-        results = await self._score(predictor, scorable) if scorable else []
-        out = self._outputs(batch, results)
+        scored = await self.scorer.score(predictor, scorable)
+        out = self._outputs(batch, scored.results)
         sent = await self._enqueue_all(out)
         await self._settled()  # the previous batch is acked before this one
         self._settling = asyncio.ensure_future(
-            self._settle(predictor, batch, results, changes, in_flight, out, sent)
+            self._settle(predictor, batch, scored, changes, in_flight, out, sent)
         )
         self._settling.add_done_callback(self._on_settled)
 
@@ -192,7 +194,7 @@ class Pipeline(Generic[Token]):
         self,
         predictor: Predictor,
         batch: list[tuple[Token, Work]],
-        results: list[bytes | DeadLetter],
+        scored: Scored,
         changes: list[Outgoing],
         in_flight: list[Awaitable[Any]],
         out: list[Outgoing],
@@ -208,7 +210,7 @@ class Pipeline(Generic[Token]):
         self.stats.changelog_writes += len(changes)
         await self._deliver(out, sent)
         if self.observer is not None:
-            self.observer.batch_done(predictor, batch, results)
+            self.observer.batch_done(predictor, batch, scored.results, scored.tops)
         for token, _ in batch:
             await self.ack(token)
 
@@ -242,66 +244,6 @@ class Pipeline(Generic[Token]):
                 out.append(Outgoing(self.output_topic, record.key, result, None, record.partition))
                 self.stats.events["duplicate" if work.duplicate else "predicted"] += 1
         return out
-
-    async def _score(
-        self, predictor: Predictor, items: Sequence[Scorable]
-    ) -> list[bytes | DeadLetter]:
-        """Prediction JSON (or a dead letter if inference fails) per item, in order."""
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            output = await loop.run_in_executor(
-                self._executor, predictor.predict_histories, [w.context for w in items]
-            )
-        except Exception:  # ORT raises its own types; retry one by one below
-            logger.exception(
-                "inference failed on a batch of %d; retrying one by one",
-                len(items),
-                extra={"model_version": predictor.manifest.model_version},
-            )
-            return await self._score_singly(predictor, items)
-        self.stats.observe_batch(len(items), time.perf_counter() - started)
-        return self._predictions(predictor, items, output)
-
-    async def _score_singly(
-        self, predictor: Predictor, items: Sequence[Scorable]
-    ) -> list[bytes | DeadLetter]:
-        loop = asyncio.get_running_loop()
-        result: list[bytes | DeadLetter] = []
-        for work in items:
-            try:
-                output = await loop.run_in_executor(
-                    self._executor, predictor.predict_histories, [work.context]
-                )
-            except Exception as exc:  # noqa: BLE001 - dead-letter it, keep the partition going
-                result.append(DeadLetter(work.record, "inference_failed", repr(exc)))
-            else:
-                result.extend(self._predictions(predictor, [work], output))
-        return result
-
-    def _predictions(
-        self, predictor: Predictor, items: Sequence[Scorable], output: BatchOutput
-    ) -> list[bytes | DeadLetter]:
-        manifest = predictor.manifest
-        because = None
-        if self.explain and output.weights is not None:
-            because = [
-                reasons(w.context, output.weights[row], predictor.item_index, predictor.max_len)
-                for row, w in enumerate(items)
-            ]
-        records = prediction_records(
-            [w.event for w in items],
-            [w.history_length for w in items],
-            top_ids=output.top_ids,
-            top_scores=output.top_scores,
-            type_probs=output.type_probs,
-            items=manifest.items,
-            event_types=manifest.event_types,
-            model_version=manifest.model_version,
-            predicted_at=int(time.time() * 1000),
-            because=because,
-        )
-        return list[bytes | DeadLetter](records)
 
     async def _deliver(self, out: list[Outgoing], futures: list[Awaitable[Any]]) -> None:
         """Wait for delivery of ``out`` (``futures``: their first sends); resend failures a few

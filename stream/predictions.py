@@ -138,6 +138,10 @@ def type_distributions(
     ]
 
 
+Top = tuple[list[str], dict[str, float]]
+"""A prediction's top item ids (best first) and its next-event-type distribution."""
+
+
 def prediction_records(
     events: Sequence[Event],
     history_lengths: Sequence[int],
@@ -150,12 +154,14 @@ def prediction_records(
     model_version: str,
     predicted_at: int,
     because: Sequence[list[Reason] | None] | None = None,
+    tops: list[Top | None] | None = None,
 ) -> list[bytes]:
     """The JSON record of each row's prediction, for a whole scored batch.
 
     Byte for byte ``build_prediction(...).to_json()`` of each row (a unit test holds them
     equal), without the per-item objects: the worker's hot path, where building 20
-    ``ScoredItem`` and a ``Prediction`` per event cost more than scoring it.
+    ``ScoredItem`` and a ``Prediction`` per event cost more than scoring it. With ``tops``,
+    each row's :data:`Top` is appended to it.
     """
     n = len(items)
     scores = top_scores.tolist()
@@ -163,6 +169,7 @@ def prediction_records(
     out = []
     for row, ids in enumerate(top_ids.tolist()):
         event = events[row]
+        ranked = [(items[i], s) for i, s in zip(ids, scores[row], strict=True) if PAD < i < n]
         obj: dict[str, object] = {
             "user_id": event.user_id,
             "event_id": event.event_id,
@@ -170,13 +177,11 @@ def prediction_records(
             "predicted_at": predicted_at,
             "model_version": model_version,
             "history_length": history_lengths[row],
-            "items": [
-                {"item_id": items[i], "score": s}
-                for i, s in zip(ids, scores[row], strict=True)
-                if PAD < i < n
-            ],
+            "items": [{"item_id": item, "score": s} for item, s in ranked],
             "next_event_type": dists[row],
         }
+        if tops is not None:
+            tops.append(([item for item, _ in ranked], dists[row]))
         reasons_row = because[row] if because is not None else None
         if reasons_row is not None:
             obj["because"] = [

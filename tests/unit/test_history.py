@@ -143,3 +143,29 @@ def test_add_step_matches_the_plain_rule(
         fast, changed = add_step(fast, new, max_len=max_len, horizon_ms=horizon_ms)
         plain, changed_plain = _reference_add(plain, new, max_len, horizon_ms)
         assert (fast, changed) == (plain, changed_plain)
+
+
+def test_encode_steps_matches_encode_on_random_histories() -> None:
+    """The worker's fast path gives :func:`encode`'s answer (unknown items and types too)."""
+    import random
+
+    from nextbehavior.stream.history import Step, encode, encode_steps
+
+    rng = random.Random(7)
+    item_index = {f"i{n}": n for n in range(1, 30)}
+    type_index = {"view": 1, "click": 2}
+    for _ in range(200):
+        histories = [
+            [
+                Step(f"e{k}", f"i{rng.randrange(0, 40)}", rng.choice(["view", "click", "odd"]), k)
+                for k in range(rng.randrange(0, 12))
+            ]
+            for _ in range(rng.randrange(1, 5))
+        ]
+        max_len = rng.randrange(1, 9)
+        width = rng.choice([None, rng.randrange(0, 12)])
+        pairs = [[(s.item_id, s.event_type) for s in h] for h in histories]
+        want = encode(pairs, item_index, type_index, max_len, width=width)
+        got = encode_steps(histories, item_index, type_index, max_len, width=width)
+        assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+        assert got[0].shape == want[0].shape

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import orjson
 
 from nextbehavior.stream.events import Event, Reason, parse_prediction
 from nextbehavior.stream.history import Step
@@ -91,6 +93,7 @@ def test_batch_records_are_byte_for_byte_build_prediction() -> None:
         events = [Event(f"e{r}", f"u{r}", "a", "view", 1_700_000_000_000 + r) for r in range(b)]
         because = [None if r % 2 else [Reason("a", "view", r, 0.25 * r)] for r in range(b)]
         for with_because in (False, True):
+            tops: list[Any] = []
             got = prediction_records(
                 events,
                 list(range(b)),
@@ -102,6 +105,7 @@ def test_batch_records_are_byte_for_byte_build_prediction() -> None:
                 model_version="v1",
                 predicted_at=42,
                 because=because if with_because else None,
+                tops=tops,
             )
             want = [
                 build_prediction(
@@ -119,3 +123,8 @@ def test_batch_records_are_byte_for_byte_build_prediction() -> None:
                 for r in range(b)
             ]
             assert got == want
+            # The tops handed to bookkeeping are what the JSON says.
+            bodies = [orjson.loads(raw) for raw in got]
+            assert tops == [
+                ([i["item_id"] for i in body["items"]], body["next_event_type"]) for body in bodies
+            ]
