@@ -16,14 +16,12 @@ Faust settings and synthetic events (:mod:`nextbehavior.stream.loadgen`):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,8 +39,8 @@ from nextbehavior.stream.loadgen import (
     produce_paced,
     synthetic_events,
 )
-from nextbehavior.stream.machine import load_average, machine_info, versions
-from nextbehavior.stream.settings import Settings, get_settings
+from nextbehavior.stream.machine import load_average
+from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.topics import TopicSpec, ensure_topics
 from nextbehavior.stream.worker_process import (
     PASSTHROUGH_MODULE,
@@ -271,94 +269,3 @@ class Bench:
         if not waiting.result():
             got = sum(1 for i in ids if i in collector.arrivals)
             raise TimeoutError(f"only {got} of {len(ids)} outputs within {timeout:.0f}s")
-
-
-async def measure(
-    settings: Settings, options: E2EOptions, work: Path, broker_pid: int | None = None
-) -> dict[str, Any]:
-    """Run the rounds (worker, then passthrough, each on fresh topics and processes); the
-    result object of ``bench e2e --json``. Latency is measured in the last round."""
-    if options.bundle is not None:
-        bundle, model = options.bundle, f"given bundle ({options.bundle})"
-    else:
-        bundle, model = await asyncio.to_thread(default_bundle, work)
-    bench = Bench(settings, options, bundle, work, broker_pid)
-    machine = machine_info()
-    workers: list[PhaseResult] = []
-    passes: list[PhaseResult] = []
-    for r in range(options.rounds):
-        last = r == options.rounds - 1
-        workers.append(await bench.run_phase("worker", options.latency_rate, latency=last))
-        if not options.skip_passthrough:
-            rate = workers[-1].latency_rate
-            passes.append(await bench.run_phase("passthrough", rate, latency=last))
-    worker, passthrough = workers[-1], (passes[-1] if passes else None)
-    w_eps = _median([w.events_per_s for w in workers])
-    p_eps = _median([p.events_per_s for p in passes]) if passes else None
-    ratios = [w.events_per_s / p.events_per_s for w, p in zip(workers, passes, strict=False)]
-    w_cpu = _median([w.cpu_ms_per_event for w in workers])
-    p_cpu = _median([p.cpu_ms_per_event for p in passes]) if passes else None
-    manifest = read_manifest(bundle)
-    return {
-        "events_per_s": w_eps,
-        "passthrough_events_per_s": p_eps,
-        "ratio": round(_median(ratios) or 0.0, 3) if ratios else None,
-        "latency_ms": worker.latency_ms,
-        "latency_rate_per_s": round(worker.latency_rate or 0.0, 1),
-        "passthrough_latency_ms": passthrough.latency_ms if passthrough else None,
-        "cpu_ms_per_event": {
-            "worker": w_cpu,
-            "passthrough": p_cpu,
-            "ratio": round(p_cpu / w_cpu, 3) if w_cpu and p_cpu else None,
-            "broker_with_worker": _median([w.broker_cpu_ms_per_event for w in workers]),
-            "broker_with_passthrough": _median([p.broker_cpu_ms_per_event for p in passes]),
-        },
-        "rounds": [
-            {
-                "worker_events_per_s": round(w.events_per_s, 1),
-                "passthrough_events_per_s": round(p.events_per_s, 1) if p else None,
-                "load_avg": [w.load_before, w.load_after],
-            }
-            for w, p in itertools.zip_longest(workers, passes)
-        ],
-        "events": options.events,
-        "users": bench.users,
-        "partitions": options.partitions,
-        "workers": options.workers,
-        "model": model,
-        "model_version": manifest.model_version,
-        "n_items": len(manifest.items) - 1,
-        "max_len": manifest.max_len,
-        "worker_stats": [_brief(s) for s in worker.stats],
-        "load_avg": {
-            "worker": [worker.load_before, worker.load_after],
-            "passthrough": [passthrough.load_before, passthrough.load_after]
-            if passthrough
-            else None,
-        },
-        "machine": machine,
-        "versions": versions(),
-    }
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(float(np.median(known)), 4) if known else None
-
-
-def _brief(stats: dict[str, Any]) -> dict[str, Any]:
-    keys = ("events", "batches", "mean_batch", "max_batch", "inference_s")
-    return {k: stats[k] for k in keys if k in stats}
-
-
-def run_e2e(options: E2EOptions, broker: str | None) -> dict[str, Any]:
-    """Start the embedded broker unless ``broker`` is given, then :func:`measure`."""
-    from nextbehavior.stream.broker import EmbeddedBroker
-
-    with tempfile.TemporaryDirectory(prefix="nextbehavior-bench-") as tmp:
-        work = Path(tmp)
-        if broker is not None:
-            return asyncio.run(measure(get_settings(broker=broker), options, work))
-        with EmbeddedBroker(log_path=work / "broker.log") as embedded:
-            settings = get_settings(broker=embedded.url)
-            return asyncio.run(measure(settings, options, work, embedded.pid))

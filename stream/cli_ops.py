@@ -89,7 +89,8 @@ def bench_e2e(
     Starts the embedded broker unless --broker is given; workers run as child processes
     with the NBP_* settings of this environment (e.g. NBP_BATCH_SIZE).
     """
-    from nextbehavior.stream.bench_e2e import E2EOptions, run_e2e
+    from nextbehavior.stream.bench_e2e import E2EOptions
+    from nextbehavior.stream.bench_summary import run_e2e
     from nextbehavior.stream.broker import BrokerError
     from nextbehavior.stream.topics import TopicError
     from nextbehavior.stream.worker_process import ProcessError
