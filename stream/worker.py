@@ -29,6 +29,7 @@ from nextbehavior.stream.operations import Operations
 from nextbehavior.stream.pipeline import Headers, Pipeline
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.privacy import pseudonymizer
+from nextbehavior.stream.recovery import SafeTableManager
 from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.stats import Stats
 from nextbehavior.stream.table_writes import ActivityCounts, TableWriter, UserStates
@@ -114,6 +115,9 @@ def faust_config(settings: Settings, partitions: int) -> dict[str, Any]:
         "broker_request_timeout": max(settings.request_timeout_s, session + 5.0),
         "stream_recovery_delay": 0.0,
         "stream_wait_empty": True,  # stop/rebalance wait for our unacked events (the batcher)
+        # Faust drops records that arrive as recovery ends (it clears the agent queues after
+        # resuming the input partitions): clear first instead (stream/recovery.py).
+        "TableManager": SafeTableManager,
         "topic_partitions": partitions,
         "topic_disable_leader": True,
         "web_enabled": True,
