@@ -1,7 +1,9 @@
 """``nextbehavior monitor``: online evaluation of live predictions, read from the topics.
 
 Reads the input, prediction and dead-letter topics from the beginning (no consumer group),
-feeds an :class:`OnlineEvaluator` and counts what it saw. The CLI renders the summary live, or
+feeds an :class:`OnlineEvaluator` and counts what it saw. When the worker pseudonymizes user
+ids (``NBP_PSEUDONYMIZE_KEY``), give the monitor the same key: it pseudonymizes the input
+events' user ids the same way, so they meet their predictions. The CLI renders the summary live, or
 prints one JSON line at the end; the demo runs the same loop next to its replay.
 """
 
@@ -17,6 +19,7 @@ from rich.table import Table
 
 from nextbehavior.stream.events import EventError, Prediction, parse_event, parse_prediction
 from nextbehavior.stream.online_eval import OnlineEvaluator
+from nextbehavior.stream.privacy import pseudonymize, pseudonymizer
 from nextbehavior.stream.reader import read_topics
 from nextbehavior.stream.settings import Settings
 
@@ -61,6 +64,8 @@ async def monitor(
 ) -> MonitorState:
     """Consume until ``duration_s`` passes, nothing arrives for ``until_idle_s``, or ``stop()``."""
     topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    key = settings.pseudonymize_key
+    alias = pseudonymizer(key.get_secret_value().encode()) if key else None
     last_tick = 0.0
     reader = read_topics(settings, topics, follow=True, idle_s=until_idle_s, duration_s=duration_s)
     async with contextlib.aclosing(reader):
@@ -73,6 +78,8 @@ async def monitor(
                         state.invalid_events += 1
                         continue
                     state.events += 1
+                    if alias is not None:  # predictions carry the pseudonym
+                        event = pseudonymize(event, alias)
                     state.evaluator.add_event(event)
                 elif record.topic == settings.output_topic:
                     try:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.cli import app
+from nextbehavior.stream.privacy import pseudonymizer
 from nextbehavior.stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -211,8 +212,13 @@ def test_tail_prints_predictions_and_dead_letters(broker: EmbeddedBroker) -> Non
     assert follow.exit_code == 0 and len(follow.stdout.splitlines()) == 5
 
 
-def test_monitor_scores_predictions_against_next_events(broker: EmbeddedBroker) -> None:
+@pytest.mark.parametrize("key", [None, "operator-secret"])
+def test_monitor_scores_predictions_against_next_events(
+    broker: EmbeddedBroker, key: str | None
+) -> None:
+    """With the worker's pseudonymization key, raw events meet pseudonymous predictions."""
     settings = topic_settings(broker)
+    alias = pseudonymizer(key.encode()) if key else (lambda user: user)
     # user a: e1 -> prediction [x, y] -> next event y (rank 1); user b: miss; c: no next event
     events = [
         (b"a", event("e1", "a", "p", 10)), (b"b", event("f1", "b", "p", 11)),
@@ -221,15 +227,19 @@ def test_monitor_scores_predictions_against_next_events(broker: EmbeddedBroker) 
     ]  # fmt: skip
     asyncio.run(_produce(settings, settings.input_topic, [(k, v, []) for k, v in events]))
     preds = [
-        (b"a", prediction("a", "e1", ["x", "y"], {"view": 0.3, "cart": 0.7})),
-        (b"b", prediction("b", "f1", ["q"], {"view": 0.9, "cart": 0.1})),
-        (b"c", prediction("c", "g1", ["p"], {"view": 1.0})),
+        (alias(u).encode(), prediction(alias(u), eid, items, types))
+        for u, eid, items, types in [
+            ("a", "e1", ["x", "y"], {"view": 0.3, "cart": 0.7}),
+            ("b", "f1", ["q"], {"view": 0.9, "cart": 0.1}),
+            ("c", "g1", ["p"], {"view": 1.0}),
+        ]
     ]
     asyncio.run(_produce(settings, settings.output_topic, [(k, v, []) for k, v in preds]))
     asyncio.run(
         _produce(settings, settings.dlq_topic, [(b"a", b"not json", [("error_type", b"not_json")])])
     )
-    result = CliRunner().invoke(app, ["monitor", "--json", "--until-idle", "1"], env=env(settings))
+    environ = {**env(settings), **({"NBP_PSEUDONYMIZE_KEY": key} if key else {})}
+    result = CliRunner().invoke(app, ["monitor", "--json", "--until-idle", "1"], env=environ)
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert summary["events"] == 5 and summary["invalid_events"] == 1
