@@ -65,8 +65,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the broker gets SIGTERM if the process that started it dies (no orphans)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux, as a ``Popen(preexec_fn=...)``: the child gets SIGTERM when the thread that
+    started it dies, however it dies (no orphaned brokers or workers)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -184,7 +185,7 @@ class EmbeddedBroker:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # Ctrl-C reaches us, and we stop it by PID
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    preexec_fn=die_with_parent if sys.platform == "linux" else None,
                 )
             except OSError as exc:
                 raise BrokerError(f"cannot run the broker binary {binary}: {exc}") from None

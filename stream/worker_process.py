@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from nextbehavior.stream.broker import free_port
+from nextbehavior.stream.broker import die_with_parent, free_port
 
 WORKER_MODULE: Final = ("-m", "nextbehavior.stream", "worker")
 PASSTHROUGH_MODULE: Final = ("-m", "nextbehavior.stream.passthrough")
@@ -29,7 +29,9 @@ class ProcessError(RuntimeError):
 
 
 class ChildProcess:
-    """``python <args>`` with ``env`` added to ours and a fresh web port."""
+    """``python <args>`` with ``env`` added to ours and a fresh web port. On Linux it gets
+    SIGTERM when the thread that started it dies, even by SIGKILL (start it from a long-lived
+    thread)."""
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -44,6 +46,7 @@ class ChildProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
     @property
