@@ -8,14 +8,9 @@ reliability and operations tests (SIGTERM, SIGKILL, /stats).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,54 +19,33 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from nextbehavior.stream.broker import EmbeddedBroker, free_port
+from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.compat import fetch_highwaters
+from nextbehavior.stream.worker_process import WORKER_MODULE, ChildProcess
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """One worker subprocess; ``env`` adds/overrides ``NBP_*`` settings."""
 
     def __init__(
         self, broker: EmbeddedBroker, bundle: Path, env: dict[str, str], log_dir: Path, name: str
     ) -> None:
-        self.name = name
-        self.web_port = free_port()
-        self.log = log_dir / f"{name}.log"
-        full_env = {
-            **os.environ,
+        settings = {
             "NBP_BROKER": broker.url,
             "NBP_BUNDLE": str(bundle),
             "NBP_PROVIDERS": "CPUExecutionProvider",
-            "NBP_WEB_PORT": str(self.web_port),
             "NBP_STATE_DIR": str(log_dir / "state" / name),
             "NBP_SESSION_TIMEOUT_S": "3",
             **env,
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nextbehavior.stream", "worker"],
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(name, WORKER_MODULE, settings, log_dir)
 
     def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return super().tail(lines)
 
     def fail(self, why: str) -> None:
         self.kill()
         pytest.fail(f"worker {self.name}: {why}\n--- log tail ---\n{self.tail()}")
-
-    def stats(self) -> dict[str, Any] | None:
-        """``/stats`` as JSON, or None while the web server does not answer."""
-        url = f"http://127.0.0.1:{self.web_port}/stats"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-            return None
 
     def wait_stats(
         self, check: Callable[[dict[str, Any]], bool], timeout_s: float = 60, what: str = ""
@@ -88,7 +62,8 @@ class WorkerProcess:
                 self.fail(f"no {what or 'condition'} within {timeout_s}s; last stats {stats}")
             time.sleep(0.1)
 
-    def wait_ready(self, timeout_s: float = 60) -> dict[str, Any]:
+    def wait_ready(self, timeout_s: float = 60) -> dict[str, Any]:  # type: ignore[override]
+        """Wait until the worker lists assigned partitions; its ``/stats``."""
         return self.wait_stats(lambda s: bool(s["assigned"]), timeout_s, "assigned partitions")
 
     def terminate(self, timeout_s: float = 30) -> tuple[int, float]:
