@@ -51,15 +51,6 @@ async def _prepare_changelogs(settings: Settings, names: list[str], partitions: 
     await ensure_topics(settings, specs)
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """A fresh event loop, uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def run_worker(settings: Settings) -> None:
     """Load the bundle, check topics and broker, then run the Faust worker until stopped.
 
@@ -75,7 +66,7 @@ def run_worker(settings: Settings) -> None:
     from nextbehavior.stream.predictor import Predictor
     from nextbehavior.stream.reload import BundleDirectory, is_bundle, load_newest
     from nextbehavior.stream.topics import TopicError
-    from nextbehavior.stream.worker import build_app
+    from nextbehavior.stream.worker import build_app, event_loop
 
     if settings.bundle is None:
         fail("no model bundle: pass --bundle DIR or set NBP_BUNDLE")
@@ -104,7 +95,7 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(wait_for_broker(settings))  # a broker not up yet: retry with backoff
         compat = resolve_compat(settings)
         partitions = asyncio.run(_prepare_topics(settings))
-        loop = _event_loop()
+        loop = event_loop()
         asyncio.set_event_loop(loop)
         worker = build_app(settings, predictor, partitions=partitions, compat=compat)
         loop.run_until_complete(

@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.settings import Settings, get_settings
-from nextbehavior.stream.worker import faust_config
+from nextbehavior.stream.worker import event_loop, faust_config, input_topic
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,7 @@ def build_passthrough(settings: Settings, *, partitions: int, compat: BrokerComp
     """A Faust app whose one agent sends every input record, key and bytes, to the output."""
     app = faust.App(settings.app_id, **faust_config(settings, partitions))
     apply_compat(app, compat)
-    source = app.topic(
-        settings.input_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
+    source = input_topic(app, settings, partitions)
     output = settings.output_topic
 
     @app.agent(source, name="passthrough")
@@ -57,15 +50,6 @@ def build_passthrough(settings: Settings, *, partitions: int, compat: BrokerComp
     return app
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """The worker's loop: uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 async def _input_partitions(settings: Settings) -> int:
     from nextbehavior.stream.topics import list_topics
 
@@ -85,7 +69,7 @@ def main() -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir lives there
     partitions = asyncio.run(_input_partitions(settings))
     compat = resolve_compat(settings)
-    loop = _event_loop()
+    loop = event_loop()
     asyncio.set_event_loop(loop)
     app = build_passthrough(settings, partitions=partitions, compat=compat)
     faust.Worker(

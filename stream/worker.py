@@ -128,13 +128,19 @@ def faust_config(settings: Settings, partitions: int) -> dict[str, Any]:
     }
 
 
-def build_app(
-    settings: Settings, predictor: Predictor, *, partitions: int, compat: BrokerCompat
-) -> WorkerApp:
-    """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
-    app = faust.App(settings.app_id, **faust_config(settings, partitions))
-    apply_compat(app, compat)
-    source = app.topic(
+def event_loop() -> asyncio.AbstractEventLoop:
+    """A fresh event loop for a Faust worker: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def input_topic(app: faust.App, settings: Settings, partitions: int) -> faust.TopicT:
+    """The input topic as the worker (and the passthrough) read it: raw key and value bytes,
+    decoded by us (a decode error inside Faust's stream would end the agent)."""
+    return app.topic(
         settings.input_topic,
         key_type=bytes,
         value_type=bytes,
@@ -142,6 +148,15 @@ def build_app(
         value_serializer="raw",
         partitions=partitions,
     )
+
+
+def build_app(
+    settings: Settings, predictor: Predictor, *, partitions: int, compat: BrokerCompat
+) -> WorkerApp:
+    """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
+    app = faust.App(settings.app_id, **faust_config(settings, partitions))
+    apply_compat(app, compat)
+    source = input_topic(app, settings, partitions)
     state = app.Table(
         STATE_TABLE,
         default=None,
