@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 import onnx
 import torch
+from onnx import numpy_helper
 
 from nextbehavior.export.shim import ScoringShim, default_chunk
 from nextbehavior.model.transformer import BehaviorTransformer
 from nextbehavior.stream.bundle import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_OUTPUT
+from nextbehavior.stream.item_update import READABLE_INITIALIZER
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,25 @@ def example_inputs(max_len: int, n_items: int, n_types: int) -> tuple[torch.Tens
     items[1, :half] = 0
     types[1, :half] = 0
     return items, types
+
+
+def name_initializer(path: Path, value: npt.NDArray[Any], name: str) -> None:
+    """Give the one initializer of the graph at ``path`` that holds exactly ``value`` the name
+    ``name`` (the exporter names lifted constants ``val_N``; a stable name lets tools find it)."""
+    model = onnx.load(str(path))
+    found = [
+        init
+        for init in model.graph.initializer
+        if tuple(init.dims) == value.shape
+        and np.array_equal(numpy_helper.to_array(init), value.astype(bool))
+    ]
+    if len(found) != 1:
+        raise RuntimeError(f"{path}: expected one initializer holding {name}, got {len(found)}")
+    old = found[0].name
+    found[0].name = name
+    for node in model.graph.node:
+        node.input[:] = [name if i == old else i for i in node.input]
+    onnx.save(model, str(path))
 
 
 def export_onnx(
@@ -78,6 +101,9 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)
+    readable = shim.model.readable()
+    if readable is not None:  # text-aware: `items add` appends to this mask by name
+        name_initializer(path, readable.cpu().numpy(), READABLE_INITIALIZER)
     onnx.checker.check_model(str(path), full_check=True)
     log.info("exported %s (%d items, top_k=%d, chunk=%s)", path, cfg.n_items, top_k, used)
     return used

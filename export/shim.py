@@ -110,10 +110,13 @@ class ScoringShim(nn.Module):
 
     def forward(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, ...]:
         m = self.model
+        # text-aware: items without an ID row (text-only) are dropped from the histories
+        item_ids, event_types, order = m.read(item_ids, event_types)  # (B, T) x2, (B, T) | None
         h, weights = self._last_hidden(item_ids, event_types)  # (B, d), (B, T) | None
         # = m.item_logits(h); F.linear exports as one Gemm (transB) over the stored table, where
         # `h @ W.T` adds a Transpose that ONNX Runtime folds into a second copy of the table.
-        logits = F.linear(h, m.item_table()).float()  # (B, V)
+        # A baked text model's item_bias (the cold rows' calibrated offset) is the Gemm's C.
+        logits = F.linear(h, m.item_table(), m.logit_bias()).float()  # (B, V)
         if m.repeat is not None:  # learned bias for items already in the history
             bias = repeat_bias_last(m.repeat, item_ids, event_types).to(logits.dtype)  # (B, T)
             logits = logits.scatter_add(1, item_ids, bias)  # (B, V)
@@ -129,6 +132,8 @@ class ScoringShim(nn.Module):
         if weights is None:
             return ids, scores, type_probs
         weights = weights.float()  # fp16 graphs: renormalize in fp32, so rows sum to 1
+        if order is not None:  # back to the input columns (a dropped event weighs 0)
+            weights = torch.zeros_like(weights).scatter(1, order, weights)
         return ids, scores, type_probs, weights / weights.sum(dim=1, keepdim=True)
 
     def _last_hidden(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, Tensor | None]:

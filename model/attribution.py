@@ -102,6 +102,7 @@ def history_weights(model: BehaviorTransformer, item_ids: Tensor, event_types: T
     The reference on the full-sequence path (every block, every query); the served graph
     (``export.shim``) computes the same for the newest query only."""
     model = model.baked().eval()
+    item_ids, event_types, order = model.read(item_ids, event_types)  # unreadable: dropped
     t = item_ids.shape[1]
     pos = torch.arange(t - 1, -1, -1, device=item_ids.device).clamp(max=model.cfg.max_len - 1)
     x = model.item_emb(item_ids) * math.sqrt(model.cfg.d_model)  # (B, T, d)
@@ -112,4 +113,6 @@ def history_weights(model: BehaviorTransformer, item_ids: Tensor, event_types: T
         x, mix = traced_block(cast(Block, block), x, mask)  # (B, T, d), (B, T, T)
         rollout = mix if rollout is None else mix @ rollout  # (B, T, T)
     assert rollout is not None
-    return rollout[:, -1]  # (B, T)
+    weights = rollout[:, -1]  # (B, T)
+    # back to the input columns (a dropped event weighs 0)
+    return weights if order is None else torch.zeros_like(weights).scatter(1, order, weights)

@@ -27,6 +27,7 @@ class ModelConfig:
     text_aux: float = 0.0  # text-aware only: weight of a text-only scoring loss (all items)
     text_neighbors: int = 0  # text-aware only: text-only items borrow k similar items' IDs
     text_in_warm: bool = False  # text-aware only: warm rows also add their projected text
+    item_bias: bool = False  # a fixed (V,) logit bias buffer (baked text-aware: cold-row bias)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

@@ -5,16 +5,20 @@ carries it in ``model.pt``); ``warm`` marks items with training events. The item
 
     table[i] = g[i] * warm_row[i] + (1 - g[i]) * cold_row[i]      (row 0, padding, stays 0)
     warm_row[i] = id_emb[i]  (+ warm_proj(text[i]) with ``text_in_warm``)
-    cold_row[i] = proj(text[i]) + scale * sum_j softmax(cos_ij / temp) * id_emb[j]
+    cold_row[i] = cold_scale * (proj(text[i]) + scale * sum_j softmax(cos_ij / temp) * id_emb[j])
 
-with ``g = warm``, except that in training a random ``id_dropout`` share of warm items is scored
-through its cold row (on the scored side only: the history encoder reads items as served). The
-sum runs over the ``text_neighbors`` warm items whose texts are most similar (never the item
-itself): a text-only item borrows what similar items learned from interactions. The cold path
-reads those ID embeddings detached, and the auxiliary loss (``text_aux``: rank every training
-target among all items by cold rows alone) sees detached states, so learning to serve cold
-items does not pull on warm items' rows. Items without training events are no training
-candidates (:meth:`TextItemTable.mask_unseen`).
+and the logits of text-only rows get one more scalar, ``cold_bias``. Both ``cold_scale`` and
+``cold_bias`` are calibrated after training on validation (``model.text_side``): they decide how
+text-only rows compete with warm rows whose ID embeddings carry popularity (bias ``-inf``:
+never ranked). Text-only items are also dropped from histories (the ID model never read them).
+``g = warm``, except that in joint training (``text_in_warm``) a random ``id_dropout`` share of
+warm items is scored through its cold row (on the scored side only). The sum runs over the
+``text_neighbors`` warm items whose texts are most similar (never the item itself): a text-only
+item borrows what similar items learned from interactions. The cold path reads those ID
+embeddings detached, and the auxiliary loss (``text_aux``: rank every training target among all
+items by cold rows alone) sees detached states, so learning to serve cold items does not pull on
+warm items' rows. Items without training events are no training candidates
+(:meth:`TextItemTable.mask_unseen`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class TextItemTable(nn.Module):
     warm: Tensor
     nbr_idx: Tensor
     nbr_cos: Tensor
+    cold_bias: Tensor
+    cold_scale: Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -52,12 +58,25 @@ class TextItemTable(nn.Module):
         self.warm_proj = nn.Linear(cfg.text_dim, cfg.d_model) if cfg.text_in_warm else None
         self.register_buffer("text", torch.zeros(cfg.n_items, cfg.text_dim))  # (V, text_dim)
         self.register_buffer("warm", torch.ones(cfg.n_items))  # (V,) 1 = trained ID embedding
+        self.register_buffer("cold_bias", torch.zeros(()))  # logit offset of text-only rows
+        self.register_buffer("cold_scale", torch.ones(()))  # their logit scale (calibrated)
         k = self.n_neighbors = cfg.text_neighbors
         if k:  # each item's k most text-similar warm items (never itself) and their cosines
             self.register_buffer("nbr_idx", torch.zeros(cfg.n_items, k, dtype=torch.long))
             self.register_buffer("nbr_cos", torch.zeros(cfg.n_items, k))
             self.nbr_log_temp = nn.Parameter(torch.tensor(math.log(0.05)))
             self.nbr_scale = nn.Parameter(torch.tensor(1.0))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # checkpoints written before the calibrated cold bias existed: no offset
+        state_dict.setdefault(prefix + "cold_bias", torch.zeros(()))
+        state_dict.setdefault(prefix + "cold_scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def logit_bias(self) -> Tensor:
+        """(V,): ``cold_bias`` for text-only (not warm) items, 0 for warm ones."""
+        zero = torch.zeros((), dtype=self.cold_bias.dtype, device=self.cold_bias.device)
+        return torch.where(self.warm > 0, zero, self.cold_bias)
 
     def forward(self, id_weight: Tensor) -> Tensor:
         """(V, d) ID embeddings -> (V, d) item table (ID dropout in training mode)."""
@@ -70,7 +89,7 @@ class TextItemTable(nn.Module):
             gate = gate * keep.to(gate.dtype)
         text = self.text.to(id_weight.dtype)  # (V, text_dim)
         warm = id_weight if self.warm_proj is None else id_weight + self.warm_proj(text)
-        cold = self.proj(text) + self.borrowed(id_weight.detach())  # (V, d)
+        cold = (self.proj(text) + self.borrowed(id_weight.detach())) * self.cold_scale  # (V, d)
         table = gate[:, None] * warm + (1 - gate)[:, None] * cold  # (V, d)
         real = torch.ones_like(gate)
         real[0] = 0.0  # padding row stays zero
@@ -85,7 +104,8 @@ class TextItemTable(nn.Module):
         return self.nbr_scale * (w[..., None] * id_weight[self.nbr_idx]).sum(1)  # (V, d)
 
     def text_rows(self, id_weight: Tensor) -> Tensor:
-        """(V, d): every item as if cold (text alone + cold offset); padding row 0."""
+        """(V, d): every item as if cold (text alone + borrowed IDs, unscaled: what training
+        fits); padding row 0."""
         dtype = id_weight.dtype
         rows = self.proj(self.text.to(dtype)) + self.borrowed(id_weight)
         real = torch.ones(rows.shape[0], 1, dtype=dtype, device=rows.device)
@@ -115,13 +135,19 @@ class TextItemTable(nn.Module):
 
     def serving_arrays(self, id_weight: Tensor) -> dict[str, npt.NDArray[Any]]:
         """What ``items add`` needs to compute a new (cold) item's row without torch
-        (``stream.item_update.cold_rows``): the projection (bias + cold offset) and, with text
-        neighbours, the warm items' text vectors and ID embeddings."""
+        (``stream.item_update.cold_rows``): the projection, the calibrated logit offset of
+        text-only rows (``cold_bias``) and, with text neighbours, the warm items' text vectors
+        and ID embeddings."""
 
         def arr(t: Tensor) -> npt.NDArray[Any]:
             return t.detach().float().cpu().numpy()
 
-        out = {"weight": arr(self.proj.weight), "bias": arr(self.proj.bias)}
+        out = {
+            "weight": arr(self.proj.weight),
+            "bias": arr(self.proj.bias),
+            "cold_bias": arr(self.cold_bias),
+            "cold_scale": arr(self.cold_scale),
+        }
         if self.n_neighbors:
             pool = torch.nonzero(self.warm > 0).flatten()
             out |= {

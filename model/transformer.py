@@ -28,6 +28,21 @@ def attention_mask(item_ids: Tensor) -> Tensor:
     return causal & (real | eye)  # (B, 1, T, T)
 
 
+def compact_history(
+    item_ids: Tensor, event_types: Tensor, readable: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Drop the events whose item is not ``readable`` ((V,) bool) from left-padded rows, as if
+    they had never been encoded (an ID-only model skips items it does not know): the others
+    keep their order and move right. -> (item_ids, event_types, order), where output column p
+    holds input column ``order[:, p]`` (dropped events become padding on the left)."""
+    t = item_ids.shape[1]
+    ar = torch.arange(t, device=item_ids.device)
+    keep = readable[item_ids] & (item_ids != 0)  # (B, T)
+    order = torch.argsort(ar + keep.to(ar.dtype) * t, dim=1)  # unique keys: kept last, in order
+    kept = keep.gather(1, order).to(item_ids.dtype)  # (B, T)
+    return item_ids.gather(1, order) * kept, event_types.gather(1, order) * kept, order
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -82,6 +97,9 @@ class BehaviorTransformer(nn.Module):
         self.item_text = TextItemTable(cfg) if cfg.text_dim > 0 else None
         self.repeat = RepeatBias(cfg) if cfg.repeat_bias else None
         self.apply(self._init)
+        if cfg.item_bias:  # a baked text model: cold-row logit offsets, items read in histories
+            self.register_buffer("item_bias", torch.zeros(cfg.n_items))
+            self.register_buffer("item_readable", torch.ones(cfg.n_items, dtype=torch.bool))
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -100,16 +118,43 @@ class BehaviorTransformer(nn.Module):
         w = self.item_emb.weight
         return w if self.item_text is None else self.item_text(w)
 
+    def logit_bias(self) -> Tensor | None:
+        """(V,) fixed logit offsets per item, or None: a text model's calibrated bias of its
+        text-only (cold) rows, or a baked model's ``item_bias`` buffer."""
+        if self.item_text is not None:
+            return self.item_text.logit_bias()
+        bias: Tensor | None = getattr(self, "item_bias", None)
+        return bias
+
+    def readable(self) -> Tensor | None:
+        """(V,) bool: items a history may hold (text models: warm items only; the others are
+        dropped from histories, :func:`compact_history`), or None: every item."""
+        if self.item_text is not None:
+            return self.item_text.warm > 0
+        readable: Tensor | None = getattr(self, "item_readable", None)  # bool: one initializer
+        return readable
+
+    def read(self, item_ids: Tensor, event_types: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Histories as the model reads them: :func:`compact_history` when some items are not
+        readable -> (item_ids, event_types, order or None)."""
+        readable = self.readable()
+        if readable is None:
+            return item_ids, event_types, None
+        return compact_history(item_ids, event_types, readable)
+
     def baked(self) -> BehaviorTransformer:
-        """This model with its item table computed once into a plain ID embedding (text_dim 0):
-        what export serves. Same outputs in eval mode; ``self`` when there is no text."""
+        """This model with its item table computed once into a plain ID embedding (text_dim 0)
+        and the cold-row bias into ``item_bias``: what export serves. Same outputs in eval mode;
+        ``self`` when there is no text."""
         if self.item_text is None:
             return self
-        cfg = replace(self.cfg, text_dim=0, id_dropout=0.0)
+        cfg = replace(self.cfg, text_dim=0, id_dropout=0.0, item_bias=True)
         plain = BehaviorTransformer(cfg).to(self.item_emb.weight)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("item_text.")}
         with torch.no_grad():
             state["item_emb.weight"] = self.item_text.fuse(self.item_emb.weight, drop=False)
+            state["item_bias"] = self.item_text.logit_bias().to(self.item_emb.weight)
+            state["item_readable"] = self.item_text.warm > 0
         plain.load_state_dict(state)
         return plain.eval()
 
@@ -132,8 +177,11 @@ class BehaviorTransformer(nn.Module):
         return self.ln_f(x)  # (B, T, d)
 
     def item_logits(self, h: Tensor, table: Tensor | None = None) -> Tensor:
-        """(..., d) -> (..., n_items), tied to the item table (default: :meth:`item_table`)."""
-        return h @ (self.item_table() if table is None else table).T
+        """(..., d) -> (..., n_items), tied to the item table (default: :meth:`item_table`),
+        plus :meth:`logit_bias`."""
+        logits = h @ (self.item_table() if table is None else table).T
+        bias = self.logit_bias()
+        return logits if bias is None else logits + bias.to(logits.dtype)
 
     def sampled_loss(
         self,
@@ -170,8 +218,12 @@ class BehaviorTransformer(nn.Module):
         (item logits (N, V) of the N scored positions in row-major order, or (B, T, 1 + K) with
         ``loss="sampled"`` in train mode; type logits (B, T, n_types); loss).
 
-        Inference (no targets): last position only -> ((B, n_items), (B, n_types), None).
+        Inference (no targets): last position only -> ((B, n_items), (B, n_types), None); items
+        that are not :meth:`readable` are dropped from the histories first (training windows
+        never hold them).
         """
+        if target_items is None:
+            item_ids, event_types, _ = self.read(item_ids, event_types)
         # text-aware: the (V, d) item table; ID dropout (training) on the scored side only, so
         # the history encoder always reads items as served
         table = None if self.item_text is None else self.item_table()

@@ -2,8 +2,11 @@
 
 A text-aware model's served item table is ``warm * id_emb + proj(text) + ...``; an item nobody
 has interacted with yet has no ID part, so its row comes from its text alone (:func:`cold_rows`,
-the numpy mirror of ``model.text_items.TextItemTable``). Export stores what that needs in
-``item_text.npz`` (checksummed in ``manifest.extra["text"]``); here a new item's
+the numpy mirror of ``model.text_items.TextItemTable``), its logit gets the calibrated offset of
+text-only rows (``item_bias``) and histories skip it (``item_readable`` 0), as for the model's
+own text-only items: serving an added item is what evaluation measured for cold items.
+Export stores what that needs in ``item_text.npz`` (checksummed in
+``manifest.extra["text"]``); here a new item's
 text goes through the same ONNX sentence encoder as at training time, its row is appended to
 the item table inside ``model.onnx`` (the graph's initializer and its transposed copy for the
 output head, rewritten with the ``onnx`` package), and the manifest gets the new items and a
@@ -41,6 +44,10 @@ from nextbehavior.stream.catalogue import item_texts, read_items
 PROJECTION_FILE: Final = "item_text.npz"
 TABLE_INITIALIZER: Final = "model.item_emb.weight"
 """The item table's initializer name in graphs exported from ``export.shim.ScoringShim``."""
+BIAS_INITIALIZER: Final = "model.item_bias"
+"""(V,) logit offset per item (text-only rows: the calibrated ``cold_bias``; warm rows: 0)."""
+READABLE_INITIALIZER: Final = "model.item_readable"
+"""(V,) 1 = the item is read in histories (warm), 0 = dropped from them (text-only)."""
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,8 @@ def write_item_side(
         "projection_file": PROJECTION_FILE,
         "projection_sha256": sha256_file(path),
         "item_table": TABLE_INITIALIZER,
+        "item_bias": BIAS_INITIALIZER,
+        "item_readable": READABLE_INITIALIZER,
         "added": [],
     }
 
@@ -92,6 +101,8 @@ def cold_rows(arrays: dict[str, npt.NDArray[Any]], vectors: F32) -> F32:
         w = np.exp(z - z.max(axis=1, keepdims=True))
         w /= w.sum(axis=1, keepdims=True)
         rows = rows + float(arrays["scale"]) * (w[..., None] * arrays["id_emb"][idx]).sum(1)
+    if "cold_scale" in arrays:  # calibrated after training (bundles before it: 1)
+        rows = rows * float(arrays["cold_scale"])
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -170,6 +181,19 @@ def append_rows(model: Any, rows: F32, table_name: str) -> int:
     return int(table.shape[0] + rows.shape[0])
 
 
+def append_values(model: Any, name: str, values: F32) -> None:
+    """Append ``values`` (n,) to the 1-D initializer ``name`` of the ONNX ``model``."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.name == name:
+            array = numpy_helper.to_array(init)
+            updated = np.concatenate([array, values.astype(array.dtype)])
+            init.CopyFrom(numpy_helper.from_array(updated, name))
+            return
+    raise BundleError(f"model.onnx has no initializer {name!r}")
+
+
 def add_items(
     bundle_dir: Path,
     items_path: Path,
@@ -204,6 +228,10 @@ def add_items(
     rows = cold_rows(arrays, encoder.encode([texts[i] for i in new]))  # (n, d)
     model = onnx.load(str(bundle_dir / MODEL_FILE))
     n_items = append_rows(model, rows.astype(np.float32), str(text.get("item_table")))
+    if "item_bias" in text:  # new rows get the calibrated text-only treatment
+        cold_bias = float(arrays["cold_bias"]) if "cold_bias" in arrays else 0.0
+        append_values(model, str(text["item_bias"]), np.full(len(new), cold_bias, np.float32))
+        append_values(model, str(text["item_readable"]), np.zeros(len(new), np.float32))
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (MODEL_FILE + ".tmp")
     onnx.save(model, str(tmp))

@@ -2,7 +2,8 @@
 
 The MiniLM export takes ~15 s on two cores, so it lives in pytest's cache directory
 (``.pytest_cache/d/nextbehavior-text-encoder``) and is re-exported only when its files no longer
-match their checksums. The topic data: four topics with their own words (space, cooking,
+match their checksums; without the cache plugin it is exported once per session.
+The topic data: four topics with their own words (space, cooking,
 football, gardening), users who stay in one topic, and one unseen item text per topic.
 """
 
@@ -49,10 +50,18 @@ class TopicData:
 
 
 @pytest.fixture(scope="session")
-def text_encoder_dir(request: pytest.FixtureRequest) -> Path:
+def text_encoder_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The exported encoder: kept in pytest's cache directory when the cache plugin is on,
+    else exported once per session into a temporary directory (``-p no:cacheprovider``)."""
     from nextbehavior.export.text_encoder import ensure_text_encoder
 
-    path = Path(request.config.cache.mkdir("nextbehavior-text-encoder"))
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        path = Path(cache.mkdir("nextbehavior-text-encoder"))
+    else:
+        path = tmp_path_factory.mktemp("nextbehavior-text-encoder")
     ensure_text_encoder(path)
     return path
 
