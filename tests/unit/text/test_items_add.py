@@ -183,3 +183,31 @@ def test_in_place_update(
     assert after == result.manifest and len(after.items) == len(before.items) + 4
     assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in text_bundle.iterdir())
     Predictor(bundle, providers=["CPUExecutionProvider"])  # loads, contract holds
+
+
+def test_added_rows_get_the_calibrated_cold_treatment(
+    text_bundle: Path, new_items: Path, text_encoder_dir: Path, tmp_path: Path
+) -> None:
+    """New rows get the bundle's calibrated text-only offset and are skipped in histories,
+    exactly like the model's own text-only items (serving = what evaluation measured)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from nextbehavior.stream.item_update import read_item_side
+
+    text = read_manifest(text_bundle).extra["text"]
+    cold_bias = float(read_item_side(text_bundle, text)["cold_bias"])
+    out = tmp_path / "b"
+    add_items(text_bundle, new_items, text_encoder_dir, out_dir=out)
+
+    def arrays(bundle: Path) -> dict[str, Any]:
+        graph = onnx.load(str(bundle / "model.onnx")).graph
+        return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+    before, after = arrays(text_bundle), arrays(out)
+    bias, readable = after[text["item_bias"]], after[text["item_readable"]]
+    assert len(bias) == len(readable) == len(before[text["item_bias"]]) + 4
+    np.testing.assert_array_equal(bias[:-4], before[text["item_bias"]])
+    np.testing.assert_array_equal(bias[-4:], np.full(4, cold_bias, np.float32))
+    assert not readable[-4:].any() and readable[1:-4].all()  # all trained items are warm here
