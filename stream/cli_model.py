@@ -97,6 +97,15 @@ def train(
     id_baseline: Annotated[
         bool, typer.Option("--id-baseline/--no-id-baseline", help="With --cold-items")
     ] = True,
+    cold_tolerance: Annotated[
+        float,
+        typer.Option(
+            "--cold-tolerance",
+            min=0.0,
+            max=1.0,
+            help="Share of validation NDCG@10 that may be given up to serve text-only items",
+        ),
+    ] = 0.0,
     encoder: Annotated[
         Path | None, typer.Option("--encoder", help="Text encoder dir (NBP_TEXT_ENCODER)")
     ] = None,
@@ -107,6 +116,8 @@ def train(
     With ``--items``, items also carry their text (a pretrained sentence encoder, offline):
     items without interactions can be predicted; ``--cold-items F`` holds a seeded share F of
     items out of training and trains an ID-only reference on the same split (``<out>/id_only``).
+    Text-only items are served only when that does not lower validation NDCG@10, unless
+    ``--cold-tolerance S`` allows giving up a share S of it for them (new-item exposure).
 
     Prints a one-line JSON summary (test and validation metrics, baselines) on stdout.
     """
@@ -146,7 +157,7 @@ def train(
         else:
             metrics = _train_with_text(
                 table, out, model_options, tc, items, text_fields, items_format, cold_items,
-                id_dropout, id_baseline, encoder,
+                id_dropout, id_baseline, encoder, cold_tolerance,
             )  # fmt: skip
     except (OSError, ValueError) as exc:
         fail(str(exc))
@@ -172,7 +183,7 @@ _TEXT_PARTS = ("n_items", "test_cold", "test_warm", "cold_items", "id_only")
 def _train_with_text(
     table: Any, out: Path, model_options: dict[str, Any], tc: Any, items: Path,
     text_fields: str | None, items_format: str, cold: float, id_dropout: float,
-    id_baseline: bool, encoder: Path | None,
+    id_baseline: bool, encoder: Path | None, cold_tolerance: float,
 ) -> dict[str, Any]:  # fmt: skip
     from nextbehavior.model.text_train import TextOptions, train_with_text
     from nextbehavior.stream.catalogue import parse_text_fields
@@ -182,6 +193,7 @@ def _train_with_text(
         items_path=items, encoder_dir=encoder or get_settings().text_encoder,
         text_fields=parse_text_fields(text_fields), items_format=items_format,
         cold_fraction=cold, cold_seed=tc.seed, id_dropout=id_dropout, id_baseline=id_baseline,
+        cold_tolerance=cold_tolerance,
     )  # fmt: skip
     return train_with_text(table, out, opts, model_options, tc)
 
