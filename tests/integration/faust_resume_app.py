@@ -28,7 +28,7 @@ from nextbehavior.stream.recovery import SafeTableManager
 
 OUT = Path(os.environ["RS_OUT"])
 FIRST_WAIT_S = 4.0
-QUEUE_S = 0.5
+QUEUE_S = 1.0
 
 fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["RS_FIX"] == "on" else {}
 app = faust.App(
