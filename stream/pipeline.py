@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -56,6 +57,8 @@ class Outgoing(NamedTuple):
     partition: int | None = None  # None: chosen from the key; changelog records: the source's
 
 
+MAX_BATCHES_IN_DELIVERY = 4
+"""Batches scored and sent but not yet acknowledged; the next one waits for the oldest."""
 SEND_ATTEMPTS = 3
 SEND_BACKOFF_S = 0.5
 
@@ -120,7 +123,8 @@ class Pipeline(Generic[Token]):
         self.scorer = Scorer(self._executor, explain=explain, stats=self.stats)
         self.predictor = predictor
         self.use_predictor(predictor)
-        self._settling: asyncio.Future[None] | None = None
+        self._delivering: deque[asyncio.Future[None]] = deque()  # batches not yet acked
+        self._enqueued: asyncio.Future[None] | None = None  # the last batch's records queued
         self._failure: asyncio.Future[None] | None = None
 
     def use_predictor(self, predictor: Predictor) -> None:
@@ -168,39 +172,67 @@ class Pipeline(Generic[Token]):
             Outgoing(w.topic, w.key, w.value, None, w.partition, w.partition)
             for w in self.intake.flush()
         ]
-        in_flight = await self._enqueue_all(changes)  # they travel during inference
         scorable = [w for _, w in batch if isinstance(w, Scorable)]
         scored = await self.scorer.score(predictor, scorable)
         out = self._outputs(batch, scored.results)
-        sent = await self._enqueue_all(out)
-        await self._settled()  # the previous batch is acked before this one
-        self._settling = asyncio.ensure_future(
-            self._settle(predictor, batch, scored, changes, in_flight, out, sent)
+        while len(self._delivering) >= MAX_BATCHES_IN_DELIVERY:  # backpressure
+            await self._delivering[0]  # raises if it failed
+            # The done task leaves the deque here, not only in its callback: if this coroutine
+            # resumes before that callback runs (both queued in one loop turn), awaiting the
+            # done task again would return at once, forever (seen: a worker spinning).
+            self._forget_delivered()
+        previous = self._delivering[-1] if self._delivering else None
+        enqueued = asyncio.get_running_loop().create_future()
+        enqueued.add_done_callback(_retrieve)
+        task = asyncio.ensure_future(
+            self._deliver_batch(
+                previous, self._enqueued, enqueued, predictor, batch, scored, changes, out
+            )
         )
-        self._settling.add_done_callback(self._on_settled)
+        self._enqueued = enqueued
+        self._delivering.append(task)
+        task.add_done_callback(self._on_settled)
+
+    def _forget_delivered(self) -> None:
+        while self._delivering and self._delivering[0].done():
+            self._delivering.popleft()
 
     def _on_settled(self, task: asyncio.Future[None]) -> None:
+        self._forget_delivered()
         if task.cancelled() or task.exception() is None:
             return
         if self._failure is not None and not self._failure.done():
             self._failure.set_exception(task.exception())  # type: ignore[arg-type]
 
     async def _settled(self) -> None:
-        """Wait until the last batch handed over is delivered and acked (raise if it failed)."""
-        if self._settling is not None:
-            await self._settling
+        """Wait until every batch handed over is delivered and acked (raise if one failed)."""
+        while self._delivering:
+            await self._delivering[-1]  # it waits for the ones before it
+            self._forget_delivered()
 
-    async def _settle(
+    async def _deliver_batch(
         self,
+        previous: asyncio.Future[None] | None,
+        previous_enqueued: asyncio.Future[None] | None,
+        enqueued: asyncio.Future[None],
         predictor: Predictor,
         batch: list[tuple[Token, Work]],
         scored: Scored,
         changes: list[Outgoing],
-        in_flight: list[Awaitable[Any]],
         out: list[Outgoing],
-        sent: list[Awaitable[Any]],
     ) -> None:
-        confirmed = await asyncio.gather(*in_flight, return_exceptions=True)
+        """Queue the batch's records after the previous batch's (per-partition order, so a
+        user's changelog records stay in order), wait for their delivery, then ack after the
+        previous batch (acks in order). The next batch is scored meanwhile."""
+        try:
+            if previous_enqueued is not None:
+                await previous_enqueued
+            futures = await self._enqueue_all([*changes, *out])
+        except BaseException as exc:
+            enqueued.set_exception(exc)
+            raise
+        enqueued.set_result(None)
+        confirmed = await asyncio.gather(*futures[: len(changes)], return_exceptions=True)
         failed = [res for res in confirmed if _failed(res)]
         if failed:
             raise ChangelogError(
@@ -208,7 +240,9 @@ class Pipeline(Generic[Token]):
                 "refusing to commit offsets past them: restart to recover state from the changelog"
             )
         self.stats.changelog_writes += len(changes)
-        await self._deliver(out, sent)
+        await self._deliver(out, futures[len(changes) :])
+        if previous is not None:
+            await previous
         if self.observer is not None:
             self.observer.batch_done(predictor, batch, scored.results, scored.tops)
         for token, _ in batch:
@@ -290,6 +324,12 @@ class Pipeline(Generic[Token]):
             )
             dropped = ("value_dropped", f"{len(value)} bytes: too large to forward".encode())
             return await send(topic, key, None, [*(headers or []), dropped], partition)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (the task that set it raises it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _failed(result: Any) -> bool:

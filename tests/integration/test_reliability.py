@@ -206,9 +206,16 @@ def test_a_worker_joins_and_leaves_mid_stream(broker: EmbeddedBroker, spawn: Spa
     first.wait_ready()
 
     async def join_and_leave() -> dict[str, Any]:
-        sending = asyncio.create_task(produce_paced(boot, env["NBP_INPUT_TOPIC"], sent, per_s=30))
+        topic = env["NBP_INPUT_TOPIC"]
+        half = len(sent) // 2
+        sending = asyncio.create_task(produce_paced(boot, topic, sent[:half], per_s=30))
         await asyncio.sleep(2.0)  # users have a few events each by now
         second = spawn(env, "second")
+        # The rest of the stream waits for the second worker (it may start slowly on loaded
+        # cores), so partitions and their state move while events flow.
+        await asyncio.to_thread(second.wait_ready, 90)
+        await sending
+        sending = asyncio.create_task(produce_paced(boot, topic, sent[half:], per_s=30))
         stats = await asyncio.to_thread(
             second.wait_stats,
             lambda s: bool(s["assigned"]) and s["events"].get("predicted", 0) >= 20,

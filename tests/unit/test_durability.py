@@ -214,3 +214,34 @@ async def test_exactly_once_outputs_go_to_their_source_partitions_transaction(
     await asyncio.wait_for(runner, timeout=20)
     assert sorted(sent) == [("dlq", "app-0-1"), ("out", "app-0-3"), (CHANGELOG, "app-0-3")]
     assert acks == [0, 1]
+
+
+async def test_many_small_batches_in_delivery_all_get_acked(predictor: Predictor) -> None:
+    """Backpressure on batches in delivery (deliveries confirmed at random moments, as a
+    broker does) never stalls: every record is acked, in order."""
+    import random
+
+    rng = random.Random(3)
+    loop = asyncio.get_running_loop()
+
+    class Jittery(Broker):
+        async def send(self, *args: Any) -> asyncio.Future[Any]:
+            fut = await super().send(*args)
+            loop.call_later(rng.random() * 0.004, fut.set_result, None)
+            return fut
+
+    broker, acks = Jittery(), []
+    pipeline = pipeline_on(broker, predictor, acks, {})
+    pipeline.batcher.max_size = 1  # a batch per record: many batches in delivery at once
+    pipeline.batcher.max_wait_s = 0.0
+    runner = asyncio.create_task(pipeline.run())
+    n = 300
+    for k in range(n):
+        user = f"u{k % 7}"
+        await pipeline.take(k, Record(user.encode(), event(f"e{k}", user, k), "events", 0, k))
+        if k % 25 == 0:
+            await asyncio.sleep(0)
+    await until(lambda: len(acks) == n, timeout_s=60)
+    assert acks == list(range(n))
+    pipeline.close()
+    await asyncio.wait_for(runner, timeout=10)
