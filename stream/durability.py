@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from nextbehavior.stream.pipeline import Headers, Sender
+from nextbehavior.stream.outbox import Headers, Sender
 
 logger = logging.getLogger(__name__)
 

@@ -22,45 +22,33 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
-
-from aiokafka.errors import MessageSizeTooLargeError
+from typing import Any, Generic, Protocol, TypeVar
 
 from nextbehavior.stream.batcher import MicroBatcher
 from nextbehavior.stream.intake import DeadLetter, Forgotten, Intake, Record, Scorable, Work
+from nextbehavior.stream.outbox import (
+    BatchSend,
+    Headers,
+    Outbox,
+    Outgoing,
+    Sender,
+    SendFailedError,
+    failed,
+)
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.scoring import Scored, Scorer, Top
 from nextbehavior.stream.stats import Stats
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ChangelogError", "Headers", "Outgoing", "Pipeline", "SendFailedError", "Sender"]
+
 Token = TypeVar("Token")
-Headers = list[tuple[str, bytes]]
-Sender = Callable[
-    [str, bytes | None, bytes | None, Headers | None, int | None], Awaitable[Awaitable[Any]]
-]
-"""``await send(topic, key, value, headers, partition)`` queues a record (partition None: by
-key) and returns its delivery future."""
 Acker = Callable[[Any], Awaitable[Any]]
-BatchSend = Callable[[Sequence["Outgoing"]], Awaitable[list[Awaitable[Any]]]]
-"""``await send_many(records)`` queues records (grouped per partition); a future per record."""
-
-
-class Outgoing(NamedTuple):
-    """A record to send, and the partition of the input record that caused it."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers | None
-    source: int
-    partition: int | None = None  # None: chosen from the key; changelog records: the source's
 
 
 MAX_BATCHES_IN_DELIVERY = 4
 """Batches scored and sent but not yet acknowledged; the next one waits for the oldest."""
-SEND_ATTEMPTS = 3
-SEND_BACKOFF_S = 0.5
 
 
 class BatchObserver(Protocol):
@@ -75,10 +63,6 @@ class BatchObserver(Protocol):
     ) -> None:
         """``batch`` as taken; ``results``: one per Scorable work, in order; ``tops``: the
         same predictions' top item ids and type distributions (None for a dead letter)."""
-
-
-class SendFailedError(RuntimeError):
-    """Outputs could not be delivered after retries; the worker must stop (nothing is acked)."""
 
 
 class ChangelogError(SendFailedError):
@@ -107,15 +91,13 @@ class Pipeline(Generic[Token]):
         send_many: BatchSend | None = None,
     ) -> None:
         self.intake = intake
-        self.send_many = send_many  # at-least-once: predictions and changelogs in record batches
-        self.send_for = send_for  # exactly-once: the sender of each source partition's transaction
         self.observer = observer
-        self.send = send
         self.ack = ack
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.explain = explain
         self.stats = stats if stats is not None else Stats()
+        self.outbox = Outbox(send, dlq_topic, self.stats, send_for=send_for, send_many=send_many)
         self.batcher: MicroBatcher[tuple[Token, Work]] = MicroBatcher(
             self._handle, max_size=batch_size, max_wait_s=batch_wait_s
         )
@@ -227,20 +209,20 @@ class Pipeline(Generic[Token]):
         try:
             if previous_enqueued is not None:
                 await previous_enqueued
-            futures = await self._enqueue_all([*changes, *out])
+            futures = await self.outbox.enqueue_all([*changes, *out])
         except BaseException as exc:
             enqueued.set_exception(exc)
             raise
         enqueued.set_result(None)
         confirmed = await asyncio.gather(*futures[: len(changes)], return_exceptions=True)
-        failed = [res for res in confirmed if _failed(res)]
-        if failed:
+        errors = [res for res in confirmed if failed(res)]
+        if errors:
             raise ChangelogError(
-                f"{len(failed)} of {len(changes)} changelog write(s) failed ({failed[0]!r}); "
+                f"{len(errors)} of {len(changes)} changelog write(s) failed ({errors[0]!r}); "
                 "refusing to commit offsets past them: restart to recover state from the changelog"
             )
         self.stats.changelog_writes += len(changes)
-        await self._deliver(out, futures[len(changes) :])
+        await self.outbox.deliver(out, futures[len(changes) :])
         if previous is not None:
             await previous
         if self.observer is not None:
@@ -279,61 +261,11 @@ class Pipeline(Generic[Token]):
                 self.stats.events["duplicate" if work.duplicate else "predicted"] += 1
         return out
 
-    async def _deliver(self, out: list[Outgoing], futures: list[Awaitable[Any]]) -> None:
-        """Wait for delivery of ``out`` (``futures``: their first sends); resend failures a few
-        times, then give up loudly."""
-        todo = out
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [rec for rec, res in zip(todo, results, strict=True) if _failed(res)]
-            if not failed:
-                return
-            first = next(res for res in results if _failed(res))
-            if attempt == SEND_ATTEMPTS:
-                raise SendFailedError(f"{len(failed)} output(s) undeliverable: {first!r}")
-            logger.warning("%d send(s) failed (%r); retry %d", len(failed), first, attempt)
-            self.stats.send_retries += 1
-            await asyncio.sleep(SEND_BACKOFF_S * attempt)
-            todo = failed
-            futures = [await self._enqueue(rec) for rec in todo]
-
-    async def _enqueue_all(self, records: list[Outgoing]) -> list[Awaitable[Any]]:
-        """Queue ``records``: in record batches when possible; a future per record, in order.
-        Dead letters (with headers) go one by one, for the size handling of :meth:`_enqueue`."""
-        if self.send_many is None or self.send_for is not None:
-            return [await self._enqueue(rec) for rec in records]
-        plain = [rec for rec in records if rec.headers is None]
-        batched = iter(await self.send_many(plain) if plain else [])
-        return [
-            next(batched) if rec.headers is None else await self._enqueue(rec) for rec in records
-        ]
-
-    async def _enqueue(self, rec: Outgoing) -> Awaitable[Any]:
-        """Queue one record. A dead letter too large for the dead-letter topic (its headers
-        push it over the limit) goes without its value, with a ``value_dropped`` header,
-        rather than crash-looping the worker on it."""
-        topic, key, value, headers, source, partition = rec
-        send = self.send if self.send_for is None else self.send_for(source)
-        try:
-            return await send(topic, key, value, headers, partition)
-        except MessageSizeTooLargeError:
-            if topic != self.dlq_topic or value is None:
-                raise
-            logger.error(
-                "dead letter of %d bytes is too large; sending it without its value", len(value)
-            )
-            dropped = ("value_dropped", f"{len(value)} bytes: too large to forward".encode())
-            return await send(topic, key, None, [*(headers or []), dropped], partition)
-
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (the task that set it raises it)."""
     if not future.cancelled():
         future.exception()
-
-
-def _failed(result: Any) -> bool:
-    return isinstance(result, BaseException)
 
 
 def _where(record: Record) -> tuple[str, int, int]:

@@ -26,7 +26,8 @@ from nextbehavior.stream.connection import aiokafka_options
 from nextbehavior.stream.durability import transactional_senders
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.operations import Operations
-from nextbehavior.stream.pipeline import Headers, Pipeline
+from nextbehavior.stream.outbox import Headers
+from nextbehavior.stream.pipeline import Pipeline
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.privacy import pseudonymizer
 from nextbehavior.stream.recovery import SafeTableManager

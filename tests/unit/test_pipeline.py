@@ -182,7 +182,7 @@ async def test_failed_sends_are_retried(predictor: Predictor) -> None:
 async def test_undeliverable_outputs_stop_the_pipeline_without_acks(
     predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("nextbehavior.stream.pipeline.SEND_BACKOFF_S", 0.0)
+    monkeypatch.setattr("nextbehavior.stream.outbox.SEND_BACKOFF_S", 0.0)
     topic, acks = Topic(fail_times=99), []
     pipeline = make(predictor, topic, acks)
     runner = asyncio.create_task(pipeline.run())
