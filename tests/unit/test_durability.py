@@ -245,3 +245,21 @@ async def test_many_small_batches_in_delivery_all_get_acked(predictor: Predictor
     assert acks == list(range(n))
     pipeline.close()
     await asyncio.wait_for(runner, timeout=10)
+
+
+async def test_backpressure_does_not_spin_on_delivered_batches(predictor: Predictor) -> None:
+    """Batches whose delivery is done but whose done-callbacks have not run yet (both can be
+    queued in one loop turn) must not make the next batch wait forever: it goes on."""
+    broker, acks = Broker(), []
+    pipeline = pipeline_on(broker, predictor, acks, {})
+    loop = asyncio.get_running_loop()
+    for _ in range(4):  # as many as may be in delivery, all done, none forgotten yet
+        done: asyncio.Future[None] = loop.create_future()
+        done.set_result(None)
+        pipeline._delivering.append(done)
+    work = pipeline.intake.take(Record(b"u1", event("a", "u1"), "events", 0, 0))
+    await asyncio.wait_for(pipeline._handle([(0, work)]), timeout=10)
+    assert len(pipeline._delivering) == 1  # only the new batch is in delivery
+    for fut in broker.futures:
+        fut.set_result(None)
+    await until(lambda: acks == [0])
