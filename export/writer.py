@@ -141,3 +141,21 @@ def _raise_on_failure(report: ParityReport) -> None:
     if not report.ok:
         more = f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
         raise ParityError(f"ONNX/torch parity failed: {report.failures[0]}{more}")
+
+
+def export_random_bundle(work: Path, n_items: int, *, seed: int = 0) -> Path:
+    """A default-config model with random weights over ``n_items`` items (ids "1".."n-1"),
+    checkpointed and exported under ``work``; the bundle directory (for timing runs, where the
+    weights do not matter)."""
+    from nextbehavior.model.checkpoint import save_checkpoint
+    from nextbehavior.model.config import ModelConfig
+    from nextbehavior.model.transformer import BehaviorTransformer
+
+    torch.manual_seed(seed)
+    model = BehaviorTransformer(ModelConfig(n_items, 2)).eval()
+    items = ["[PAD]", *(str(i) for i in range(1, n_items))]
+    ckpt = save_checkpoint(
+        work / "checkpoint", model, items, ["[PAD]", "interaction"], {}, {"source": "random"}
+    )
+    export_bundle(ckpt, work / "bundle")
+    return work / "bundle"

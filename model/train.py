@@ -93,6 +93,12 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+def check_device(device: str) -> None:
+    """Raise ValueError (one line) if ``device`` is CUDA and this torch or machine has none."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available in this torch build or machine")
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine down to ``min_ratio`` at ``total``."""
     if step < warmup:

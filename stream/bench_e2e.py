@@ -77,22 +77,10 @@ def default_bundle(work: Path) -> tuple[Path, str]:
     """
     if (TRAINED_BUNDLE / "manifest.json").is_file():
         return TRAINED_BUNDLE, f"trained ML-100K model ({TRAINED_BUNDLE})"
-    import torch
+    from nextbehavior.export.writer import export_random_bundle
 
-    from nextbehavior.export.writer import export_bundle
-    from nextbehavior.model.checkpoint import save_checkpoint
-    from nextbehavior.model.config import ModelConfig
-    from nextbehavior.model.transformer import BehaviorTransformer
-
-    cfg = ModelConfig(ML100K_ITEMS, 2)
-    torch.manual_seed(0)
-    model = BehaviorTransformer(cfg).eval()
-    items = ["[PAD]", *(str(i) for i in range(1, ML100K_ITEMS))]
-    ckpt = save_checkpoint(
-        work / "checkpoint", model, items, ["[PAD]", "interaction"], {}, {"source": "random"}
-    )
-    export_bundle(ckpt, work / "bundle")
-    return work / "bundle", "random-init default-config model, ML-100K catalogue (1682 items)"
+    bundle = export_random_bundle(work, ML100K_ITEMS)
+    return bundle, "random-init default-config model, ML-100K catalogue (1682 items)"
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:

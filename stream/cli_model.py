@@ -126,15 +126,15 @@ def train(
     if cold_items > 0 and items is None:
         fail("--cold-items needs --items: held-out items are ranked from their text")
     try:
-        import torch
-
         from nextbehavior.model.loaders import load_events
-        from nextbehavior.model.train import TrainConfig
+        from nextbehavior.model.train import TrainConfig, check_device
         from nextbehavior.model.train import train as run_training
     except ImportError as exc:
         fail(f"train needs the train extra (pip install 'nextbehavior[train]'): {exc}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"--device {device}: CUDA is not available in this torch build or machine")
+    try:
+        check_device(device)
+    except ValueError as exc:
+        fail(str(exc))
     model_options = {
         "max_len": max_len,
         "d_model": d_model,

@@ -115,3 +115,16 @@ def test_cli_defaults_are_the_library_defaults() -> None:
     # a config saved before repeat_bias existed rebuilds the model it described
     legacy = {k: v for k, v in model.to_dict().items() if k != "repeat_bias"}
     assert ModelConfig.from_dict(legacy).repeat_bias is False
+
+
+def test_train_on_cuda_without_cuda_fails_in_one_line(tiny_log: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tiny_log), "--out", str(tmp_path / "c"), "--device", "cuda"]
+    )
+    assert result.exit_code != 0
+    assert "--device cuda: CUDA is not available" in result.stderr
+    assert not (tmp_path / "c").exists()  # refused before any work
