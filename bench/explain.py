@@ -142,7 +142,7 @@ def target_drop(
 
 def ml100k(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ckpt_dir = Path(args.checkpoint)
-    if not (ckpt_dir / "model.pt").exists():
+    if not (ckpt_dir / "model.safetensors").exists():
         exe = Path(sys.executable).with_name("nextbehavior")
         cmd = [str(exe), "train", "--data", args.data, "--out", str(ckpt_dir)]
         cmd += ["--max-minutes", str(args.max_minutes), "--no-progress"]

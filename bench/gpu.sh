@@ -45,7 +45,7 @@ def random_checkpoint(path: Path, n_items: int) -> Path:
 
 with tempfile.TemporaryDirectory() as tmp:
     ml = Path("runs/ml100k")
-    if not (ml / "model.pt").is_file():
+    if not (ml / "model.safetensors").is_file():
         print("runs/ml100k not found: ML-100K-shaped model with random weights")
         ml = random_checkpoint(Path(tmp) / "ml100k", 1683)
     large = random_checkpoint(Path(tmp) / "large", 100_001)

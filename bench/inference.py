@@ -148,7 +148,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if (args.checkpoint / "model.pt").is_file():
+        if (args.checkpoint / "model.safetensors").is_file():
             ml_ckpt, weights = args.checkpoint, f"trained ({args.checkpoint})"
         else:
             ml_ckpt = random_checkpoint(work / "ml100k-random", ModelConfig(ML100K_ITEMS, 2))

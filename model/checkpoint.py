@@ -1,25 +1,29 @@
 """The checkpoint directory: weights, config, vocabularies, metrics and data description.
 
-``model.pt`` holds the state_dict only (loaded with ``weights_only=True``: nothing executes);
-``config.json`` rebuilds the model, so the checkpoint alone is enough for export and evaluation.
+``model.safetensors`` holds the state_dict as plain tensors (safetensors: no pickle, nothing
+executes on load); ``config.json`` rebuilds the model, so the checkpoint alone is enough for
+export and evaluation. A checkpoint of an earlier version (``model.pt``, a pickle) is refused,
+never unpickled.
 """
 
 from __future__ import annotations
 
 import os
-import pickle  # only for its error type: weights load with weights_only=True, never unpickled
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from nextbehavior.model.config import ModelConfig
 from nextbehavior.model.transformer import BehaviorTransformer
 from nextbehavior.stream.bundle import PAD_TOKEN
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.json"
@@ -67,9 +71,9 @@ def save_checkpoint(
     cfg = model.cfg
     if (cfg.n_items, cfg.n_event_types) != (len(items), len(event_types)):
         raise ValueError("vocabulary sizes do not match the model config")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out / (MODEL_FILE + ".tmp")
-    torch.save(state, tmp)
+    save_file(state, str(tmp))
     os.replace(tmp, out / MODEL_FILE)
     _write_json(out / CONFIG_FILE, cfg.to_dict())
     _write_json(out / VOCAB_FILE, {"items": items, "event_types": event_types})
@@ -104,12 +108,16 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path}: vocabulary sizes do not match config.json")
     weights = path / MODEL_FILE
     if not weights.is_file():
+        if (path / LEGACY_MODEL_FILE).is_file():
+            raise CheckpointError(
+                f"checkpoint {path} has {LEGACY_MODEL_FILE} (a pickle, from an earlier version), "
+                f"not {MODEL_FILE}: retrain it"
+            )
         raise CheckpointError(f"checkpoint {path} is incomplete: {MODEL_FILE} is missing")
     model = BehaviorTransformer(config)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"{weights} cannot be loaded: {exc}") from None
     model.to(device).eval()
     metrics = _read_json(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else {}

@@ -1,7 +1,7 @@
 """Text-aware item representations: an item without interactions gets a row from its text.
 
 Each item has a frozen sentence-encoder vector of its text (``text``, a buffer: the checkpoint
-carries it in ``model.pt``); ``warm`` marks items with training events. The item table is
+carries it in ``model.safetensors``); ``warm`` marks items with training events. The item table is
 
     table[i] = g[i] * warm_row[i] + (1 - g[i]) * cold_row[i]      (row 0, padding, stays 0)
     warm_row[i] = id_emb[i]  (+ warm_proj(text[i]) with ``text_in_warm``)

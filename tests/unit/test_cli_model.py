@@ -33,7 +33,7 @@ def trained(tiny_log: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 def test_train_writes_a_complete_checkpoint(trained: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     out, summary = trained
-    for name in ("model.pt", "config.json", "vocab.json", "metrics.json", "data.json"):
+    for name in ("model.safetensors", "config.json", "vocab.json", "metrics.json", "data.json"):
         assert (out / name).is_file(), name
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = orjson.loads((out / "metrics.json").read_bytes())

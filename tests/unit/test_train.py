@@ -65,6 +65,11 @@ def test_checkpoint_round_trip(small: tuple, tmp_path: Path) -> None:  # type: i
     assert (ckpt.metrics, ckpt.data) == ({"m": 1}, {"d": 2})
     x = torch.tensor([[0, 1, 2]])
     torch.testing.assert_close(ckpt.model(x, x.clamp(max=1))[0], model(x, x.clamp(max=1))[0])
-    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    assert not (tmp_path / "model.pt").exists()  # weights are safetensors, not a pickle
+    (tmp_path / "model.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.pt").write_bytes(b"an old pickled checkpoint")  # refused, never read
+    with pytest.raises(CheckpointError, match=r"model.pt \(a pickle"):
         load_checkpoint(tmp_path)

@@ -52,7 +52,7 @@ def test_train_and_evaluate_cold_and_warm(
     assert summary["n_items"] == 24 and summary["cold_items"]["n"] == 6
     assert summary["id_only"]["n_items"] == 18  # the ID-only model never saw a cold item
     assert summary["id_only"]["test_cold"]["hit@10"] == 0.0
-    assert (ckpt / "id_only" / "model.pt").is_file()
+    assert (ckpt / "id_only" / "model.safetensors").is_file()
     cold = json.loads((ckpt / "data.json").read_text())["cold_items"]["items"]
     assert len(cold) == 6
 
