@@ -24,6 +24,24 @@ from nextbehavior.stream.outbox import Headers, Sender
 logger = logging.getLogger(__name__)
 
 
+def producer_sender(app: faust.App, transactional_id: str | None = None) -> Sender:
+    """A :data:`Sender` through the app's producer (inside transaction ``transactional_id``
+    when given)."""
+
+    async def send(
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        partition: int | None,
+    ) -> Awaitable[Any]:
+        return await app.producer.send(
+            topic, key, value, partition, None, headers, transactional_id=transactional_id
+        )
+
+    return send
+
+
 def transactional_senders(app: faust.App, source_topic: str) -> Callable[[int], Sender]:
     """Exactly-once (``processing_guarantee=exactly_once``, Apache Kafka only): the sender for
     outputs of records from ``source_topic``'s partition ``p``, inside that partition's Faust
@@ -32,21 +50,8 @@ def transactional_senders(app: faust.App, source_topic: str) -> Callable[[int], 
     the changelog writes. Consumers that read with ``isolation_level=read_committed`` then see
     each output once."""
 
-    def sender(partition: int) -> Sender:
+    def sender(source: int) -> Sender:
         group = app.assignor.group_for_topic(source_topic)  # known once the group is joined
-        transactional_id = f"{app.conf.id}-{group}-{partition}"
-
-        async def send(
-            topic: str,
-            key: bytes | None,
-            value: bytes | None,
-            headers: Headers | None,
-            partition: int | None,
-        ) -> Awaitable[Any]:
-            return await app.producer.send(
-                topic, key, value, partition, None, headers, transactional_id=transactional_id
-            )
-
-        return send
+        return producer_sender(app, f"{app.conf.id}-{group}-{source}")
 
     return sender

@@ -23,10 +23,9 @@ from faust.web import Request, Response, View
 from nextbehavior.stream.batch_send import BatchSender
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.connection import aiokafka_options
-from nextbehavior.stream.durability import transactional_senders
+from nextbehavior.stream.durability import producer_sender, transactional_senders
 from nextbehavior.stream.intake import Intake, Record
 from nextbehavior.stream.operations import Operations
-from nextbehavior.stream.outbox import Headers
 from nextbehavior.stream.pipeline import Pipeline
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.privacy import pseudonymizer
@@ -195,15 +194,6 @@ def build_app(
 
     worker = WorkerApp(app, settings, predictor, intake, partitions, stats, ops=ops)
 
-    async def send(
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None,
-        partition: int | None,
-    ) -> Any:
-        return await app.producer.send(topic, key, value, partition, None, headers)
-
     exactly_once = settings.processing_guarantee == "exactly_once"  # outputs in transactions
     batches = BatchSender(
         lambda: cast(Any, app.producer)._ensure_producer(),  # the started aiokafka producer
@@ -216,7 +206,7 @@ def build_app(
         pipeline: Pipeline[Any] = Pipeline(
             intake,
             worker.predictor,
-            send=send,
+            send=producer_sender(app),
             ack=events.ack,
             output_topic=settings.output_topic,
             dlq_topic=settings.dlq_topic,
