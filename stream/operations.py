@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
@@ -123,16 +122,16 @@ class Operations:
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
         results: Sequence[bytes | DeadLetter],
-        tops: Sequence[Top | None] | None = None,
+        tops: Sequence[Top | None],
     ) -> None:
         """A batch's outputs are on the broker: latency, online scores, progress. Never raises.
 
         ``batch``: the ``(Faust event, work)`` pairs as taken; ``results``: one per
         :class:`Scorable` work, in order (prediction JSON, or a dead letter if inference failed);
-        ``tops``: their top item ids and type distributions (else read from the JSON).
+        ``tops``: their top item ids and type distributions (None for a dead letter).
         """
         try:
-            self._account(predictor, batch, results, tops)
+            self._account(predictor, batch, tops)
         except Exception:  # bookkeeping must never stop the pipeline
             logger.exception("operations bookkeeping failed on a batch of %d", len(batch))
 
@@ -140,31 +139,25 @@ class Operations:
         self,
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
-        results: Sequence[bytes | DeadLetter],
-        tops: Sequence[Top | None] | None,
+        tops: Sequence[Top | None],
     ) -> None:
         now_s = time.time()
         version = predictor.manifest.model_version
         debug = logger.isEnabledFor(logging.DEBUG)
-        scored = iter(results)
-        summaries = iter(tops) if tops is not None else None
+        summaries = iter(tops)
         for token, work in batch:
             record = work.record  # every kind of work carries its input record
             self.health.offsets((record.topic, record.partition), position=record.offset + 1)
             if not isinstance(work, Scorable):
                 continue
-            result = next(scored)
-            top = next(summaries) if summaries is not None else None
-            if not isinstance(result, bytes):
+            top = next(summaries)
+            if top is None:  # a dead letter: inference failed
                 continue
             produced_s = _record_time_s(token)
             if produced_s is not None:
                 self.metrics.event_to_prediction.observe(max(now_s - produced_s, 0.0))
             event = work.event
             if not work.duplicate:
-                if top is None:
-                    body = orjson.loads(result)
-                    top = ([item["item_id"] for item in body["items"]], body["next_event_type"])
                 self.evaluator.add_event(event)
                 self.evaluator.observe_prediction(event.user_id, event.event_id, *top)
             if debug:

@@ -59,7 +59,7 @@ class BatchObserver(Protocol):
         predictor: Predictor,
         batch: Sequence[tuple[Any, Any]],
         results: Sequence[bytes | DeadLetter],
-        tops: Sequence[Top | None] | None = None,
+        tops: Sequence[Top | None],
     ) -> None:
         """``batch`` as taken; ``results``: one per Scorable work, in order; ``tops``: the
         same predictions' top item ids and type distributions (None for a dead letter)."""

@@ -119,7 +119,7 @@ def test_bookkeeping_errors_never_reach_the_pipeline(
 ) -> None:
     ops = Operations(get_settings(), predictor)
     with caplog.at_level(logging.ERROR, logger="nextbehavior.stream.operations"):
-        ops.batch_done(predictor, [(token(1.0), object())], [])  # work without a record
+        ops.batch_done(predictor, [(token(1.0), object())], [], [])  # work without a record
     assert "bookkeeping failed" in caplog.text
 
 
