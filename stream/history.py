@@ -9,8 +9,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -76,18 +76,7 @@ def encode(
     does not know maps to 0 (no type information). ``W`` is ``width`` if given, else ``max_len``;
     each row keeps its newest ``min(max_len, W)`` known events.
     """
-    cols = max_len if width is None else width
-    keep = min(max_len, cols)
-    items = np.zeros((len(histories), cols), dtype=np.int64)
-    types = np.zeros((len(histories), cols), dtype=np.int64)
-    for row, seq in enumerate(histories):
-        known = [(item_index[i], type_index.get(t, PAD)) for i, t in seq if i in item_index]
-        known = known[-keep:] if keep > 0 else []
-        if known:
-            n = len(known)
-            items[row, cols - n :] = [k[0] for k in known]
-            types[row, cols - n :] = [k[1] for k in known]
-    return items, types
+    return _encode(histories, _FIRST, _SECOND, item_index, type_index, max_len, width)
 
 
 def encode_steps(
@@ -98,8 +87,21 @@ def encode_steps(
     *,
     width: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """:func:`encode` for state histories (the same answer; the worker's hot path, so the
-    per-step work is done with ``map`` over the steps' fields)."""
+    """:func:`encode` for state histories (their steps' item ids and event types)."""
+    return _encode(histories, _ITEM_ID, _EVENT_TYPE, item_index, type_index, max_len, width)
+
+
+def _encode(
+    histories: Sequence[Sequence[Any]],
+    item_of_step: Callable[[Any], str],
+    type_of_step: Callable[[Any], str],
+    item_index: Mapping[str, int],
+    type_index: Mapping[str, int],
+    max_len: int,
+    width: int | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`encode`, reading each step's fields with the given getters. The worker's hot
+    path: the per-step work is ``map`` over the steps, no per-step tuples."""
     cols = max_len if width is None else width
     keep = min(max_len, cols)
     items = np.zeros((len(histories), cols), dtype=np.int64)
@@ -108,11 +110,12 @@ def encode_steps(
         return items, types
     item_of, type_of = item_index.get, type_index.get
     for row, steps in enumerate(histories):
-        found: list[int | None] = list(map(item_of, map(_ITEM_ID, steps)))
-        kinds = list(map(type_of, map(_EVENT_TYPE, steps), itertools.repeat(PAD)))
+        found: list[int | None] = list(map(item_of, map(item_of_step, steps)))
+        kinds = list(map(type_of, map(type_of_step, steps), itertools.repeat(PAD)))
+        ids = cast(list[int], found)
         if None in found:  # unknown items are skipped, with their types
             kinds = [k for i, k in zip(found, kinds, strict=True) if i is not None]
-        ids = [i for i in found if i is not None] if None in found else cast(list[int], found)
+            ids = [i for i in found if i is not None]
         n = min(len(ids), keep)
         if n:
             items[row, cols - n :] = ids[-n:]
@@ -120,5 +123,7 @@ def encode_steps(
     return items, types
 
 
+_FIRST = operator.itemgetter(0)  # (item_id, event_type) pairs
+_SECOND = operator.itemgetter(1)
 _ITEM_ID = operator.itemgetter(1)  # Step.item_id
 _EVENT_TYPE = operator.itemgetter(2)  # Step.event_type
