@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nextbehavior.stream.broker import EmbeddedBroker, free_port
+from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.demo_training import (
     TrainingError,
     TrainJob,
@@ -39,6 +37,7 @@ from nextbehavior.stream.monitor import MonitorState, monitor
 from nextbehavior.stream.publisher import send_events
 from nextbehavior.stream.settings import Settings, get_settings
 from nextbehavior.stream.topics import app_topics, ensure_topics
+from nextbehavior.stream.worker_process import WORKER_MODULE, ChildProcess
 
 BAD_RECORDS: list[tuple[bytes, bytes]] = [
     (b"u-bad-1", b"this is not JSON"),
@@ -113,31 +112,19 @@ def worker_process(
     settings: Settings, bundle: Path, workdir: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``nextbehavior worker`` as a child process (its log in ``workdir/worker.log``); stopped
-    with SIGTERM (then SIGKILL) on the way out."""
+    with SIGTERM (then SIGKILL) on the way out, and on Linux also if the demo itself dies."""
     env = {
-        **os.environ,
         "NBP_BROKER": settings.broker,
         "NBP_APP_ID": settings.app_id,
         "NBP_STATE_DIR": str(workdir / "state"),
-        "NBP_WEB_PORT": str(free_port()),
         "NBP_PARTITIONS": str(settings.partitions),
     }
-    log = (workdir / "worker.log").open("ab")
-    cmd = [sys.executable, "-m", "nextbehavior.stream", "worker", "--bundle", str(bundle)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-    )
+    args = [*WORKER_MODULE, "--bundle", str(bundle)]
+    child = ChildProcess("worker", args, env, workdir, append_log=True)  # fresh web port
     try:
-        yield proc
+        yield child.proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
+        child.stop(timeout_s=20.0)
 
 
 def _log_tail(path: Path, lines: int = 8) -> str:

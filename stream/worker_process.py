@@ -33,13 +33,21 @@ class ChildProcess:
     SIGTERM when the thread that started it dies, even by SIGKILL (start it from a long-lived
     thread)."""
 
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        append_log: bool = False,
+    ) -> None:
         self.name = name
         self.web_port = free_port()
         self.log = log_dir / f"{name}.log"
         self.started_at = time.monotonic()
         full_env = {**os.environ, **env, "NBP_WEB_PORT": str(self.web_port)}
-        with self.log.open("wb") as log:
+        with self.log.open("ab" if append_log else "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, *args],
                 env=full_env,
@@ -108,13 +116,20 @@ class ChildProcess:
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(10)
+        return stop_process(self.proc, timeout_s)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout_s: float = 30.0, kill_wait_s: float = 10.0
+) -> int:
+    """SIGTERM ``proc`` (if running), then SIGKILL after ``timeout_s``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(kill_wait_s)
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.topics import TopicSpec, ensure_topics
+from nextbehavior.stream.worker_process import stop_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,13 +89,7 @@ def _run(broker: EmbeddedBroker, out: Path, fix: str, settle_s: float) -> set[st
                 pytest.fail(f"worker ({fix}) took {sorted(seen)} and then nothing:\n{tail}")
             time.sleep(0.05)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout_s=20, kill_wait_s=5)
 
 
 def test_records_arriving_as_recovery_ends_are_not_lost(
