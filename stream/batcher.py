@@ -1,5 +1,9 @@
-"""Micro-batching on the event loop: gather items until a batch is full or has waited long enough.
+"""Micro-batching on the event loop: gather items until a batch is full, has waited long enough,
+or its input went quiet.
 
+Records come from the consumer in bursts (one fetch response at a time), so a batch that has not
+grown for ``idle_s`` (default 1 ms) is most likely the whole burst: it goes then, instead of
+waiting out ``max_wait_s`` for records that will only come with the next fetch.
 :class:`MicroBatcher` hands batches, in arrival order and one at a time, to an async handler.
 While the handler runs (inference in a thread, sends), new items keep arriving and form the
 next batch, so a slow batch makes the next one bigger rather than the input slower. ``put``
@@ -24,7 +28,8 @@ class BatcherClosedError(RuntimeError):
 
 class MicroBatcher(Generic[T]):
     """Calls ``handle(batch)`` with up to ``max_size`` items, at most ``max_wait_s`` after the
-    oldest of them arrived. Run :meth:`run` as a task; :meth:`close` flushes and ends it."""
+    oldest of them arrived, or once no item came for ``idle_s`` (``None``: wait the whole
+    ``max_wait_s``). Run :meth:`run` as a task; :meth:`close` flushes and ends it."""
 
     def __init__(
         self,
@@ -33,6 +38,7 @@ class MicroBatcher(Generic[T]):
         max_size: int,
         max_wait_s: float,
         max_pending: int | None = None,
+        idle_s: float | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
@@ -40,6 +46,8 @@ class MicroBatcher(Generic[T]):
         self.max_size = max_size
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_pending = max(max_pending or 4 * max_size, max_size)
+        self.idle_s = None if idle_s is None else max(0.0, idle_s)
+        self._last_put = 0.0
         self._items: deque[tuple[float, T]] = deque()
         self._in_flight = 0
         self._wake = asyncio.Event()
@@ -62,7 +70,9 @@ class MicroBatcher(Generic[T]):
             await self._space.wait()
         if self._closing:
             raise BatcherClosedError("the batcher is closed")
-        self._items.append((asyncio.get_running_loop().time(), item))
+        now = asyncio.get_running_loop().time()
+        self._items.append((now, item))
+        self._last_put = now
         self._idle.clear()
         n = len(self._items)
         if n == 1 or n >= self.max_size:
@@ -79,7 +89,10 @@ class MicroBatcher(Generic[T]):
                 await self._wake.wait()
             deadline = self._items[0][0] + self.max_wait_s
             while len(self._items) < self.max_size and not self._closing:
-                remaining = deadline - loop.time()
+                now = loop.time()
+                remaining = deadline - now
+                if self.idle_s is not None:
+                    remaining = min(remaining, self._last_put + self.idle_s - now)
                 if remaining <= 0:
                     break
                 self._wake.clear()
@@ -87,7 +100,7 @@ class MicroBatcher(Generic[T]):
                     async with asyncio.timeout(remaining):
                         await self._wake.wait()
                 except TimeoutError:
-                    break
+                    pass  # the deadline, or maybe the idle gap (items may have come meanwhile)
             n = min(self.max_size, len(self._items))
             batch = [self._items.popleft()[1] for _ in range(n)]
             self._in_flight = n

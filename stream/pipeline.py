@@ -84,6 +84,7 @@ class Pipeline(Generic[Token]):
         dlq_topic: str,
         batch_size: int,
         batch_wait_s: float,
+        batch_idle_s: float | None = None,
         explain: bool = False,
         stats: Stats | None = None,
         observer: BatchObserver | None = None,
@@ -99,7 +100,7 @@ class Pipeline(Generic[Token]):
         self.stats = stats if stats is not None else Stats()
         self.outbox = Outbox(send, dlq_topic, self.stats, send_for=send_for, send_many=send_many)
         self.batcher: MicroBatcher[tuple[Token, Work]] = MicroBatcher(
-            self._handle, max_size=batch_size, max_wait_s=batch_wait_s
+            self._handle, max_size=batch_size, max_wait_s=batch_wait_s, idle_s=batch_idle_s
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.scorer = Scorer(self._executor, explain=explain, stats=self.stats)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     batch_size: int = Field(64, ge=1, description="Max events per inference micro-batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="Max wait to fill a micro-batch")
+    batch_idle_ms: float = Field(
+        1.0, ge=0, description="A micro-batch goes once no event came for this long (0: off)"
+    )
     explain: bool = Field(False, description="Add `because` to predictions")
     text_encoder: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "nextbehavior" / "text-encoder",

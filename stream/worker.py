@@ -212,6 +212,7 @@ def build_app(
             dlq_topic=settings.dlq_topic,
             batch_size=settings.batch_size,
             batch_wait_s=settings.batch_wait_ms / 1000.0,
+            batch_idle_s=settings.batch_idle_ms / 1000.0 or None,
             explain=settings.explain,
             stats=stats,
             observer=ops,

@@ -94,3 +94,50 @@ async def test_close_flushes_what_is_queued_and_refuses_more() -> None:
     assert rec.batches == [[1]]
     with pytest.raises(BatcherClosedError):
         await batcher.put(2)
+
+
+async def test_a_burst_goes_once_its_input_is_idle_not_after_max_wait() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_size=100, max_wait_s=5.0, idle_s=0.02)
+    runner = asyncio.create_task(batcher.run())
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for n in range(3):  # one burst: items in consecutive loop turns
+        await batcher.put(n)
+        await asyncio.sleep(0)
+    await asyncio.wait_for(batcher.drain(), timeout=2.0)  # far less than max_wait_s
+    assert rec.batches == [[0, 1, 2]]
+    assert 0.015 <= loop.time() - start < 1.0
+    batcher.close()
+    await runner
+
+
+async def test_items_closer_than_the_idle_gap_stay_in_one_batch() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_size=100, max_wait_s=5.0, idle_s=0.05)
+    runner = asyncio.create_task(batcher.run())
+    for n in range(5):  # 10 ms apart: never idle for 50 ms until the end
+        await batcher.put(n)
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(batcher.drain(), timeout=2.0)
+    assert rec.batches == [[0, 1, 2, 3, 4]]
+    for n in range(5, 7):  # a second burst after the first went
+        await batcher.put(n)
+    await asyncio.wait_for(batcher.drain(), timeout=2.0)
+    assert rec.batches == [[0, 1, 2, 3, 4], [5, 6]]
+    batcher.close()
+    await runner
+
+
+async def test_max_wait_still_bounds_a_batch_whose_input_never_goes_idle() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_size=1000, max_wait_s=0.05, idle_s=0.03)
+    runner = asyncio.create_task(batcher.run())
+    for n in range(20):  # every 10 ms for 200 ms: never idle for 30 ms
+        await batcher.put(n)
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(batcher.drain(), timeout=2.0)
+    assert [x for b in rec.batches for x in b] == list(range(20))
+    assert len(rec.batches) >= 3  # cut by max_wait (50 ms), not by idleness
+    batcher.close()
+    await runner
