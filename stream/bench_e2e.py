@@ -8,9 +8,11 @@ Faust settings and synthetic events (:mod:`nextbehavior.stream.loadgen`):
    to the last output (the outputs' record timestamps, set when the process under test sent
    them). First the worker (with a model bundle), then the passthrough
    (:mod:`nextbehavior.stream.passthrough`).
-2. **Latency.** Then each gets a steady stream at half the worker's measured maximum; latency =
-   when the output was read here minus when the event was sent from here (same clock): event
-   produce time to prediction availability. Percentiles over every event of that phase.
+2. **Latency.** Then each gets a steady stream at half the worker's measured maximum, in new
+   processes (same app id: the worker recovers the state the backlog built) on new, empty
+   topics; latency = when the output was read here minus when the event was sent from here
+   (same clock): event produce time to prediction availability. Percentiles over every event
+   of that phase.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -98,7 +100,14 @@ class PhaseResult:
     latency_rate: float | None
     load_before: list[float]
     load_after: list[float]
-    stats: list[dict[str, Any]]
+    stats: list[dict[str, Any]]  # /stats of the process(es) after the backlog
+    latency_stats: list[dict[str, Any]] = field(default_factory=list)  # after the latency part
+
+
+def _stop_spies(spies: Sequence[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
 
 
 def _cpu(pids: Sequence[int]) -> float | None:
@@ -160,9 +169,78 @@ class Bench:
         self, kind: str, latency_rate: float | None, *, latency: bool = True
     ) -> PhaseResult:
         """Throughput of ``kind`` ("worker" or "passthrough") on the backlog, then (``latency``)
-        latency at ``latency_rate`` events/s (None: half the measured throughput)."""
+        latency at ``latency_rate`` events/s (None: half the measured throughput).
+
+        The latency part runs in new processes on new input and output topics, with the same app
+        id: a worker recovers the user state the backlog built, as a restarted worker would. So
+        both kinds start it on empty topics: the embedded broker's fetches cost time in
+        proportion to what a topic holds (``bench/broker_fetch.py``), which a backlog left there
+        would add to every latency.
+        """
         opts, tag = self.options, uuid.uuid4().hex[:8]
-        names = {k: f"bench-{kind}-{k}-{tag}" for k in ("events", "predictions", "dlq")}
+        topics, procs, collector = await self._start(kind, tag)
+        try:
+            load_before = load_average()
+            spies = [self._spy(p) for p in procs] if opts.profile_dir else []
+            pids = [p.pid for p in procs]
+            cpu0, broker0 = _cpu(pids), self._broker_cpu()
+            logger.info("%s: producing a backlog of %d events", kind, len(self.backlog))
+            await produce_backlog(self.settings, topics["events"], self.backlog)
+            await self._wait(collector, [e.event_id for e in self.backlog], procs)
+            n = len(self.backlog)
+            cpu = _per_event_ms(cpu0, _cpu(pids), n)
+            broker_cpu = _per_event_ms(broker0, self._broker_cpu(), n)
+            _stop_spies(spies)
+            produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
+            span_s = max(1, max(produced) - min(produced)) / 1000.0
+            eps = (len(produced) - 1) / span_s
+            logger.info(
+                "%s: %.0f events/s over %.1f s; CPU ms/event %s, broker %s",
+                *(kind, eps, span_s, cpu, broker_cpu),
+            )
+            stats = [s for s in (p.stats() for p in procs) if s is not None]
+        finally:
+            await self._stop(kind, procs, collector)
+        rate = latency_rate if latency_rate is not None else eps / 2
+        lat: dict[str, float] | None = None
+        latency_stats: list[dict[str, Any]] = []
+        if latency and opts.latency_s > 0:
+            lat, latency_stats = await self._latency(kind, tag, rate)
+        load_after = load_average()
+        return PhaseResult(
+            eps, cpu, broker_cpu, lat, rate, load_before, load_after, stats, latency_stats
+        )
+
+    async def _latency(
+        self, kind: str, tag: str, rate: float
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Percentiles of event sent -> output read at ``rate``, and the processes' /stats."""
+        opts = self.options
+        topics, procs, collector = await self._start(kind, tag)
+        try:
+            paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
+            logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
+            spies = [self._spy(p, "latency") for p in procs] if opts.profile_dir else []
+            sent = await produce_paced(self.settings, topics["events"], paced, rate)
+            await self._wait(collector, list(sent), procs)
+            _stop_spies(spies)
+            delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
+            if opts.trace_path is not None:
+                pairs = zip(sent.values(), delays, strict=True)
+                rows = [f"{t:.4f},{d * 1000:.2f}" for t, d in pairs]
+                opts.trace_path.write_text("sent_s,latency_ms\n" + "\n".join(rows) + "\n")
+            stats = [s for s in (p.stats() for p in procs) if s is not None]
+        finally:
+            await self._stop(kind, procs, collector)
+        return percentiles(delays), stats
+
+    async def _start(
+        self, kind: str, tag: str
+    ) -> tuple[dict[str, str], list[ChildProcess], OutputCollector]:
+        """New topics, ``kind`` processes of app ``bench-<kind>-<tag>`` that own every partition
+        (and, for the worker, have recovered their tables), and a collector on the output."""
+        opts, fresh = self.options, uuid.uuid4().hex[:8]
+        names = {k: f"bench-{kind}-{k}-{fresh}" for k in ("events", "predictions", "dlq")}
         await ensure_topics(
             self.settings, [TopicSpec(n, opts.partitions) for n in names.values()], timeout_s=30
         )
@@ -178,57 +256,27 @@ class Bench:
         }
         module = WORKER_MODULE if kind == "worker" else PASSTHROUGH_MODULE
         procs = [
-            ChildProcess(f"{kind}{n}-{tag}", module, env, self.work) for n in range(opts.workers)
+            ChildProcess(f"{kind}{n}-{fresh}", module, env, self.work) for n in range(opts.workers)
         ]
         collector = OutputCollector(self.settings, names["predictions"], opts.partitions)
         try:
             await asyncio.to_thread(wait_group_settled, procs, opts.partitions, 180.0)
+            if kind == "worker":
+                for p in procs:
+                    await asyncio.to_thread(p.wait_ready, 180.0)
             await collector.start()
-            load_before = load_average()
-            spies = [self._spy(p) for p in procs] if opts.profile_dir else []
-            pids = [p.pid for p in procs]
-            cpu0, broker0 = _cpu(pids), self._broker_cpu()
-            logger.info("%s: producing a backlog of %d events", kind, len(self.backlog))
-            await produce_backlog(self.settings, names["events"], self.backlog)
-            await self._wait(collector, [e.event_id for e in self.backlog], procs)
-            n = len(self.backlog)
-            cpu = _per_event_ms(cpu0, _cpu(pids), n)
-            broker_cpu = _per_event_ms(broker0, self._broker_cpu(), n)
-            for spy in spies:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(30)
-            produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
-            span_s = max(1, max(produced) - min(produced)) / 1000.0
-            eps = (len(produced) - 1) / span_s
-            logger.info(
-                "%s: %.0f events/s over %.1f s; CPU ms/event %s, broker %s",
-                *(kind, eps, span_s, cpu, broker_cpu),
-            )
-            rate = latency_rate if latency_rate is not None else eps / 2
-            lat = None
-            if latency and opts.latency_s > 0:
-                paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
-                logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
-                spies = [self._spy(p, "latency") for p in procs] if opts.profile_dir else []
-                sent = await produce_paced(self.settings, names["events"], paced, rate)
-                await self._wait(collector, list(sent), procs)
-                for spy in spies:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(30)
-                delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
-                lat = percentiles(delays)
-                if opts.trace_path is not None:
-                    pairs = zip(sent.values(), delays, strict=True)
-                    rows = [f"{t:.4f},{d * 1000:.2f}" for t, d in pairs]
-                    opts.trace_path.write_text("sent_s,latency_ms\n" + "\n".join(rows) + "\n")
-            load_after = load_average()
-            stats = [s for s in (p.stats() for p in procs) if s is not None]
-        finally:
-            await collector.stop()
-            codes = [p.stop() for p in procs]
+        except BaseException:
+            await self._stop(kind, procs, collector)
+            raise
+        return names, procs, collector
+
+    async def _stop(
+        self, kind: str, procs: Sequence[ChildProcess], collector: OutputCollector
+    ) -> None:
+        await collector.stop()
+        codes = [p.stop() for p in procs]
         if any(codes):
             logger.warning("%s exit codes %s (logs in %s)", kind, codes, self.work)
-        return PhaseResult(eps, cpu, broker_cpu, lat, rate, load_before, load_after, stats)
 
     def _broker_cpu(self) -> float | None:
         return None if self.broker_pid is None else process_cpu_seconds(self.broker_pid)

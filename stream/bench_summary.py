@@ -75,6 +75,7 @@ async def measure(
         "n_items": len(manifest.items) - 1,
         "max_len": manifest.max_len,
         "worker_stats": [_brief(s) for s in worker.stats],
+        "latency_worker_stats": [_brief(s) for s in worker.latency_stats],
         "load_avg": {
             "worker": [worker.load_before, worker.load_after],
             "passthrough": [passthrough.load_before, passthrough.load_after]
