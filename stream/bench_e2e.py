@@ -102,6 +102,7 @@ class PhaseResult:
     load_after: list[float]
     stats: list[dict[str, Any]]  # /stats of the process(es) after the backlog
     latency_stats: list[dict[str, Any]] = field(default_factory=list)  # after the latency part
+    latency_cpu_ms_per_event: dict[str, float | None] = field(default_factory=dict)
 
 
 def _stop_spies(spies: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -204,25 +205,42 @@ class Bench:
         rate = latency_rate if latency_rate is not None else eps / 2
         lat: dict[str, float] | None = None
         latency_stats: list[dict[str, Any]] = []
+        latency_cpu: dict[str, float | None] = {}
         if latency and opts.latency_s > 0:
-            lat, latency_stats = await self._latency(kind, tag, rate)
+            lat, latency_stats, latency_cpu = await self._latency(kind, tag, rate)
         load_after = load_average()
         return PhaseResult(
-            eps, cpu, broker_cpu, lat, rate, load_before, load_after, stats, latency_stats
+            eps,
+            cpu,
+            broker_cpu,
+            lat,
+            rate,
+            load_before,
+            load_after,
+            stats,
+            latency_stats,
+            latency_cpu,
         )
 
     async def _latency(
         self, kind: str, tag: str, rate: float
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Percentiles of event sent -> output read at ``rate``, and the processes' /stats."""
+    ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, float | None]]:
+        """Percentiles of event sent -> output read at ``rate``, the processes' /stats, and CPU
+        ms per event of the processes and of the broker meanwhile."""
         opts = self.options
         topics, procs, collector = await self._start(kind, tag)
         try:
             paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
             logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
             spies = [self._spy(p, "latency") for p in procs] if opts.profile_dir else []
+            pids = [p.pid for p in procs]
+            cpu0, broker0 = _cpu(pids), self._broker_cpu()
             sent = await produce_paced(self.settings, topics["events"], paced, rate)
             await self._wait(collector, list(sent), procs)
+            cpu = {
+                "process": _per_event_ms(cpu0, _cpu(pids), len(sent)),
+                "broker": _per_event_ms(broker0, self._broker_cpu(), len(sent)),
+            }
             _stop_spies(spies)
             delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
             if opts.trace_path is not None:
@@ -232,7 +250,7 @@ class Bench:
             stats = [s for s in (p.stats() for p in procs) if s is not None]
         finally:
             await self._stop(kind, procs, collector)
-        return percentiles(delays), stats
+        return percentiles(delays), stats, cpu
 
     async def _start(
         self, kind: str, tag: str

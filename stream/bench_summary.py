@@ -57,6 +57,11 @@ async def measure(
             "ratio": round(p_cpu / w_cpu, 3) if w_cpu and p_cpu else None,
             "broker_with_worker": _median([w.broker_cpu_ms_per_event for w in workers]),
             "broker_with_passthrough": _median([p.broker_cpu_ms_per_event for p in passes]),
+            "worker_at_latency_rate": worker.latency_cpu_ms_per_event.get("process"),
+            "passthrough_at_latency_rate": passthrough.latency_cpu_ms_per_event.get("process")
+            if passthrough
+            else None,
+            "broker_at_latency_rate_with_worker": worker.latency_cpu_ms_per_event.get("broker"),
         },
         "rounds": [
             {

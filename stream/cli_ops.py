@@ -41,6 +41,10 @@ def _bench_text(result: dict[str, Any]) -> str:
             f"latency at {rate:,.0f} events/s, event sent -> prediction read: "
             f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
         )
+        lines.append(
+            f"CPU per event at that rate: worker {cpu.get('worker_at_latency_rate')} ms, "
+            f"broker {cpu.get('broker_at_latency_rate_with_worker')} ms"
+        )
     if pt_lat:
         lines.append(
             f"passthrough at the same rate: p50 {pt_lat['p50']} ms, p95 {pt_lat['p95']} ms, "
