@@ -1,0 +1,65 @@
+"""A Faust app whose agent writes a table, for ``test_changelog_pause.py``.
+
+Run as ``python faust_changelog_app.py worker``. Environment: ``CP_BROKER`` (kafka://...),
+``CP_APP_ID``, ``CP_SOURCE`` (a 1-partition topic), ``CP_OUT`` (a directory), ``CP_FIX``
+(``on``: ``TableManager=SafeTableManager``; ``off``: plain Faust). Every 0.2 s it writes
+``CP_OUT/report.json``: the partitions its aiokafka consumer has paused, those it holds fetched
+records of that nobody asked for, and how many records the agent took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from nextbehavior.stream.compat import BrokerCompat, apply_compat
+from nextbehavior.stream.recovery import SafeTableManager
+
+OUT = Path(os.environ["CP_OUT"])
+
+fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["CP_FIX"] == "on" else {}
+app = faust.App(
+    os.environ["CP_APP_ID"],
+    broker=os.environ["CP_BROKER"],
+    store="memory://",
+    datadir=str(OUT / "data"),
+    web_enabled=False,
+    topic_partitions=1,
+    table_standby_replicas=0,
+    stream_recovery_delay=0.0,
+    consumer_auto_offset_reset="earliest",
+    **fix,
+)
+apply_compat(app, BrokerCompat(True, "changelog pause test"))  # as the worker: 10 ms fetches
+source = app.topic(os.environ["CP_SOURCE"], value_type=bytes, value_serializer="raw", partitions=1)
+table = app.Table("counts", default=int, partitions=1)
+taken = 0
+
+
+@app.agent(source)
+async def count(stream: faust.StreamT[bytes]) -> None:
+    global taken
+    async for value in stream:
+        table[value.decode()] += 1  # a changelog record per event
+        taken += 1
+
+
+@app.timer(0.2)
+async def report() -> None:
+    consumer: Any = app.consumer
+    kafka = consumer._thread._ensure_consumer()  # the aiokafka consumer
+    body = {
+        "paused": sorted(f"{tp.topic}:{tp.partition}" for tp in kafka.paused()),
+        "buffered": sorted(f"{tp.topic}:{tp.partition}" for tp in kafka._fetcher._records),
+        "taken": taken,
+    }
+    (OUT / "report.tmp").write_text(json.dumps(body))
+    (OUT / "report.tmp").replace(OUT / "report.json")
+
+
+if __name__ == "__main__":
+    app.main()
