@@ -13,8 +13,15 @@ transaction, record by record (:func:`nextbehavior.stream.durability.transaction
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import NotReady
+
+logger = logging.getLogger(__name__)
 
 PARTITION_CACHE: Final = 100_000
 """(topic, key) -> partition answers kept (cleared when full)."""
@@ -56,6 +63,29 @@ class BatchSender:
                 self._partitions.clear()
             cached = self._partitions[(topic, key)] = self._partition_of(topic, key)
         return cached
+
+    async def learn_topics(
+        self,
+        topics: Iterable[str],
+        on_known: Callable[[str], None],
+        *,
+        timeout_s: float,
+        retry_s: float = 1.0,
+    ) -> None:
+        """Load the producer's metadata for ``topics`` (calling ``on_known(topic)`` for each),
+        retrying every ``retry_s`` until all are known. Otherwise the first send to a topic
+        waits for it (aiokafka asks on first use, retrying every 100 ms): the first
+        predictions after a start would be late by that much."""
+        pending = list(dict.fromkeys(topics))
+        while pending:
+            topic = pending[0]
+            try:
+                await asyncio.wait_for(self._producer().partitions_for(topic), timeout_s)
+            except (KafkaError, NotReady, TimeoutError) as exc:
+                logger.warning("no metadata yet for %s (%r); retrying", topic, exc)
+                await asyncio.sleep(retry_s)
+                continue
+            on_known(pending.pop(0))
 
     def forget_partitions(self) -> None:
         """Drop cached key partitions (call when partition counts may have changed)."""

@@ -75,6 +75,7 @@ class Health:
         self._broker_down: dict[str, tuple[str, float]] = {}  # source -> (reason, since)
         self._last_beat: float | None = None
         self._progress: dict[TP, _Progress] = {}
+        self._unknown_outputs: set[str] = set()
 
     # --- signals ----------------------------------------------------------------------------
     def report_broker(self, ok: bool, reason: str = "", *, source: str = "default") -> None:
@@ -89,6 +90,14 @@ class Health:
     def model_loaded(self, model_version: str) -> None:
         """A bundle is loaded, checked and warmed up, and served from now on."""
         self.model_version = model_version
+
+    def outputs_pending(self, topics: Iterable[str]) -> None:
+        """The producer has no metadata for these topics yet (readiness waits for them)."""
+        self._unknown_outputs.update(topics)
+
+    def output_known(self, topic: str) -> None:
+        """The producer knows ``topic``'s partitions: a send to it will not wait for them."""
+        self._unknown_outputs.discard(topic)
 
     def beat(self) -> None:
         """The event loop turned (called by a periodic task)."""
@@ -176,4 +185,7 @@ class Health:
             problems.append("rebalancing")
         if group.recovering:
             problems.append("table recovery in progress")
+        checks["outputs"] = "pending" if self._unknown_outputs else "ok"
+        if self._unknown_outputs:
+            problems.append(f"no metadata yet for {', '.join(sorted(self._unknown_outputs))}")
         return Verdict(not problems, "; ".join(problems), checks)

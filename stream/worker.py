@@ -200,6 +200,16 @@ def build_app(
         lambda topic, key: app.producer.key_partition(topic, key).partition,
     )
 
+    outputs = [settings.output_topic, settings.dlq_topic, *worker.changelog_topics()]
+    ops.health.outputs_pending(outputs)  # /readyz waits until the producer knows them
+
+    async def learn_outputs() -> None:
+        await batches.learn_topics(
+            outputs, ops.health.output_known, timeout_s=settings.request_timeout_s
+        )
+
+    app.task(learn_outputs)
+
     @app.agent(source, name=AGENT_NAME)
     async def predict(stream: faust.StreamT[bytes]) -> None:
         events = cast(faust.Stream[bytes], stream).noack()

@@ -97,3 +97,29 @@ async def test_a_record_without_key_or_partition_is_refused() -> None:
     sender = BatchSender(lambda: Producer(), by_key)
     with pytest.raises(ValueError, match="neither key nor partition"):
         await sender.send([Rec("out", None, b"x")])
+
+
+async def test_learn_topics_retries_until_the_producer_knows_each_topic() -> None:
+    from aiokafka.errors import UnknownTopicOrPartitionError
+    from faust.exceptions import NotReady
+
+    asked: list[str] = []
+    answers: dict[str, list[BaseException | set[int]]] = {
+        "preds": [NotReady("producer not started"), {0, 1}],
+        "dlq": [UnknownTopicOrPartitionError(), UnknownTopicOrPartitionError(), {0}],
+    }
+
+    class Learning(Producer):
+        async def partitions_for(self, topic: str) -> set[int]:
+            asked.append(topic)
+            answer = answers[topic].pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+    producer = Learning()
+    known: list[str] = []
+    sender = BatchSender(lambda: producer, by_key)
+    await sender.learn_topics(["preds", "dlq", "preds"], known.append, timeout_s=1, retry_s=0.01)
+    assert known == ["preds", "dlq"]  # each once, in order, after its failures
+    assert asked == ["preds", "preds", "dlq", "dlq", "dlq"]

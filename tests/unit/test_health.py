@@ -36,6 +36,7 @@ def test_ready_needs_model_group_recovery_and_broker() -> None:
         "rebalancing": False,
         "recovering": False,
         "broker": "ok",
+        "outputs": "ok",
     }
     cases = {
         GroupState(False, False, False, 0): "consumer group not joined yet",
@@ -122,3 +123,17 @@ def test_positions_only_move_forward_and_revoked_partitions_are_forgotten() -> N
     assert health.lag() == {tp: 5}
     health.assigned([("events", 1)])
     assert health.lag() == {}
+
+
+def test_ready_waits_until_the_producer_knows_every_output_topic() -> None:
+    health, _ = make()
+    health.model_loaded("v1")
+    health.outputs_pending(["preds", "dlq", "app-sequences-changelog"])
+    verdict = health.readiness(READY_GROUP)
+    assert not verdict.ok and verdict.body()["outputs"] == "pending"
+    assert verdict.reason == "no metadata yet for app-sequences-changelog, dlq, preds"
+    health.output_known("preds")
+    health.output_known("app-sequences-changelog")
+    assert health.readiness(READY_GROUP).reason == "no metadata yet for dlq"
+    health.output_known("dlq")
+    assert health.readiness(READY_GROUP).ok
