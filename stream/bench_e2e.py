@@ -67,7 +67,8 @@ class E2EOptions:
     latency_s: float = 10.0
     bundle: Path | None = None
     skip_passthrough: bool = False
-    trace_path: Path | None = None  # CSV of (send time, latency) of the last latency phase
+    trace_path: Path | None = None  # CSV of (send time, latency) of the worker's latency phase
+    # (the passthrough's goes next to it, "<stem>-passthrough<suffix>")
     latency_rate: float | None = None  # events/s of the latency phase (None: half the maximum)
     rounds: int = 1  # worker + passthrough pairs; figures are medians, latency from the last
     profile_dir: Path | None = None  # py-spy profiles of the backlog phase, collapsed stacks
@@ -244,9 +245,12 @@ class Bench:
             _stop_spies(spies)
             delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
             if opts.trace_path is not None:
+                path = opts.trace_path
+                if kind != "worker":
+                    path = path.with_name(f"{path.stem}-{kind}{path.suffix}")
                 pairs = zip(sent.values(), delays, strict=True)
                 rows = [f"{t:.4f},{d * 1000:.2f}" for t, d in pairs]
-                opts.trace_path.write_text("sent_s,latency_ms\n" + "\n".join(rows) + "\n")
+                path.write_text("sent_s,latency_ms\n" + "\n".join(rows) + "\n")
             stats = [s for s in (p.stats() for p in procs) if s is not None]
         finally:
             await self._stop(kind, procs, collector)

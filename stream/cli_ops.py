@@ -83,7 +83,11 @@ def bench_e2e(
         typer.Option(help="Write py-spy CPU profiles (collapsed stacks) of the backlog phase here"),
     ] = None,
     trace: Annotated[
-        Path | None, typer.Option(help="Write each event's send time and latency here (CSV)")
+        Path | None,
+        typer.Option(
+            help="Write the worker's per-event send time and latency here (CSV; the "
+            "passthrough's to <stem>-passthrough.csv)"
+        ),
     ] = None,
     broker: BrokerOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Last line: one JSON object")] = False,
