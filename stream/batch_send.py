@@ -73,17 +73,18 @@ class BatchSender:
         retry_s: float = 1.0,
     ) -> None:
         """Load the producer's metadata for ``topics`` (calling ``on_known(topic)`` for each),
-        retrying every ``retry_s`` until all are known. Otherwise the first send to a topic
-        waits for it (aiokafka asks on first use, retrying every 100 ms): the first
-        predictions after a start would be late by that much."""
+        retrying after ``retry_s`` (doubling up to 30 s) until all are known. Otherwise the
+        first send to a topic waits for it (aiokafka asks on first use, retrying every
+        100 ms): the first predictions after a start would be late by that much."""
         pending = list(dict.fromkeys(topics))
         while pending:
             topic = pending[0]
             try:
                 await asyncio.wait_for(self._producer().partitions_for(topic), timeout_s)
             except (KafkaError, NotReady, TimeoutError) as exc:
-                logger.warning("no metadata yet for %s (%r); retrying", topic, exc)
+                logger.warning("no metadata yet for %s (%r); retrying in %gs", topic, exc, retry_s)
                 await asyncio.sleep(retry_s)
+                retry_s = min(2 * retry_s, 30.0)
                 continue
             on_known(pending.pop(0))
 
