@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust_apps import table_app
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.recovery import SafeTableManager
@@ -22,15 +23,10 @@ from nextbehavior.stream.recovery import SafeTableManager
 OUT = Path(os.environ["CP_OUT"])
 
 fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["CP_FIX"] == "on" else {}
-app = faust.App(
+app = table_app(
     os.environ["CP_APP_ID"],
-    broker=os.environ["CP_BROKER"],
-    store="memory://",
-    datadir=str(OUT / "data"),
-    web_enabled=False,
-    topic_partitions=1,
-    table_standby_replicas=0,
-    stream_recovery_delay=0.0,
+    os.environ["CP_BROKER"],
+    OUT,
     consumer_auto_offset_reset="earliest",
     **fix,
 )

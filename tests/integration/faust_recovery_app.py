@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import faust
+from faust_apps import table_app
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 
@@ -22,17 +23,12 @@ OUT = Path(os.environ["RT_OUT"])
 MODE = os.environ["RT_MODE"]
 N = int(os.environ["RT_N"])
 
-app = faust.App(
+app = table_app(
     os.environ["RT_APP_ID"],
-    broker=os.environ["RT_BROKER"],
-    store="memory://",
-    datadir=str(OUT / "data"),
-    web_enabled=False,
-    topic_partitions=1,
-    table_standby_replicas=0,
+    os.environ["RT_BROKER"],
+    OUT,
     broker_session_timeout=6.0,
     broker_heartbeat_interval=1.0,
-    stream_recovery_delay=0.0,
     producer_linger=0.3,  # many changelog records per batch: the Tansu quirk bites then
 )
 source = app.topic(os.environ["RT_SOURCE"], value_type=bytes, value_serializer="raw", partitions=1)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust_apps import table_app
 
 from nextbehavior.stream.compat import BrokerCompat, apply_compat
 from nextbehavior.stream.recovery import SafeTableManager
@@ -31,15 +32,10 @@ FIRST_WAIT_S = 4.0
 QUEUE_S = 1.0
 
 fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["RS_FIX"] == "on" else {}
-app = faust.App(
+app = table_app(
     os.environ["RS_APP_ID"],
-    broker=os.environ["RS_BROKER"],
-    store="memory://",
-    datadir=str(OUT / "data"),
-    web_enabled=False,
-    topic_partitions=1,
-    table_standby_replicas=0,
-    stream_recovery_delay=0.0,
+    os.environ["RS_BROKER"],
+    OUT,
     consumer_auto_offset_reset="earliest",
     **fix,
 )

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import kafka_checks
 import pytest
 from aiokafka import AIOKafkaProducer
+from faust_apps import start_app
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.topics import TopicSpec, ensure_topics
@@ -55,13 +53,7 @@ def _run(broker: EmbeddedBroker, out: Path, fix: str) -> dict[str, Any]:
     asyncio.run(ensure_topics(broker.bootstrap, specs))
     env = {"CP_BROKER": broker.url, "CP_APP_ID": app_id, "CP_SOURCE": source, "CP_OUT": str(out)}
     log = out / "app.log"
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "worker", "--without-web", "--loglevel", "info"],
-        env={**os.environ, **env, "CP_FIX": fix},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=out,
-    )
+    proc = start_app(APP, {**env, "CP_FIX": fix}, out, log)
     report = out / "report.json"
     try:
         deadline = time.monotonic() + 60

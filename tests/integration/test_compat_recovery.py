@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import kafka_checks
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust_apps import start_app
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.compat import fetch_highwaters
@@ -36,12 +35,8 @@ class Worker:
 
     def __init__(self, broker: EmbeddedBroker, env: dict[str, str], out: Path, name: str) -> None:
         self.log = out / f"{name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "worker", "--without-web", "--loglevel", "info"],
-            env={**os.environ, **env, "RT_BROKER": broker.url, "RT_OUT": str(out)},
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=out,
+        self.proc = start_app(
+            APP, {**env, "RT_BROKER": broker.url, "RT_OUT": str(out)}, out, self.log
         )
 
     def wait_for(self, path: Path, timeout_s: float = 60) -> None:

@@ -11,15 +11,13 @@ this test fails if Faust ever fixes the order (then stream/recovery.py can go).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import kafka_checks
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust_apps import start_app
 
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.topics import TopicSpec, ensure_topics
@@ -67,13 +65,7 @@ def _run(broker: EmbeddedBroker, out: Path, fix: str, settle_s: float) -> set[st
     asyncio.run(_prepare(broker, app_id, source))
     env = {"RS_BROKER": broker.url, "RS_APP_ID": app_id, "RS_SOURCE": source, "RS_OUT": str(out)}
     log = out / "worker.log"
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "worker", "--without-web", "--loglevel", "info"],
-        env={**os.environ, **env, "RS_FIX": fix},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=out,
-    )
+    proc = start_app(APP, {**env, "RS_FIX": fix}, out, log)
     seen_file = out / "seen.txt"
     try:
         deadline = time.monotonic() + 60
