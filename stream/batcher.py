@@ -47,7 +47,6 @@ class MicroBatcher(Generic[T]):
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_pending = max(max_pending or 4 * max_size, max_size)
         self.idle_s = None if idle_s is None else max(0.0, idle_s)
-        self._last_put = 0.0
         self._items: deque[tuple[float, T]] = deque()
         self._in_flight = 0
         self._wake = asyncio.Event()
@@ -70,9 +69,7 @@ class MicroBatcher(Generic[T]):
             await self._space.wait()
         if self._closing:
             raise BatcherClosedError("the batcher is closed")
-        now = asyncio.get_running_loop().time()
-        self._items.append((now, item))
-        self._last_put = now
+        self._items.append((asyncio.get_running_loop().time(), item))
         self._idle.clear()
         n = len(self._items)
         if n == 1 or n >= self.max_size:
@@ -91,8 +88,8 @@ class MicroBatcher(Generic[T]):
             while len(self._items) < self.max_size and not self._closing:
                 now = loop.time()
                 remaining = deadline - now
-                if self.idle_s is not None:
-                    remaining = min(remaining, self._last_put + self.idle_s - now)
+                if self.idle_s is not None:  # the newest item came when?
+                    remaining = min(remaining, self._items[-1][0] + self.idle_s - now)
                 if remaining <= 0:
                     break
                 self._wake.clear()
