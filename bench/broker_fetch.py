@@ -41,13 +41,10 @@ async def fill(
     futures = []
     for i in range(n):
         futures.append(await producer.send(topic, PAYLOAD, key=str(i).encode()))
-        if len(futures) >= per_batch:
-            await asyncio.gather(*futures)
-            for meta in map(asyncio.Future.result, futures):
+        if len(futures) >= per_batch or i == n - 1:
+            for meta in await asyncio.gather(*futures):
                 ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
             futures = []
-    for meta in await asyncio.gather(*futures):
-        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
 
 
 async def feed(producer: AIOKafkaProducer, topic: str, rate: float, ends: dict[int, int]) -> None:

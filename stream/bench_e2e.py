@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -184,14 +184,11 @@ class Bench:
         try:
             load_before = load_average()
             spies = [self._spy(p) for p in procs] if opts.profile_dir else []
-            pids = [p.pid for p in procs]
-            cpu0, broker0 = _cpu(pids), self._broker_cpu()
+            meter = self._cpu_meter(procs)
             logger.info("%s: producing a backlog of %d events", kind, len(self.backlog))
             await produce_backlog(self.settings, topics["events"], self.backlog)
             await self._wait(collector, [e.event_id for e in self.backlog], procs)
-            n = len(self.backlog)
-            cpu = _per_event_ms(cpu0, _cpu(pids), n)
-            broker_cpu = _per_event_ms(broker0, self._broker_cpu(), n)
+            cpu, broker_cpu = meter(len(self.backlog))
             _stop_spies(spies)
             produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
             span_s = max(1, max(produced) - min(produced)) / 1000.0
@@ -234,14 +231,11 @@ class Bench:
             paced = self._paced_events(max(10, math.ceil(rate * opts.latency_s)))
             logger.info("%s: latency at %.0f events/s for %d events", kind, rate, len(paced))
             spies = [self._spy(p, "latency") for p in procs] if opts.profile_dir else []
-            pids = [p.pid for p in procs]
-            cpu0, broker0 = _cpu(pids), self._broker_cpu()
+            meter = self._cpu_meter(procs)
             sent = await produce_paced(self.settings, topics["events"], paced, rate)
             await self._wait(collector, list(sent), procs)
-            cpu = {
-                "process": _per_event_ms(cpu0, _cpu(pids), len(sent)),
-                "broker": _per_event_ms(broker0, self._broker_cpu(), len(sent)),
-            }
+            process_ms, broker_ms = meter(len(sent))
+            cpu = {"process": process_ms, "broker": broker_ms}
             _stop_spies(spies)
             delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
             if opts.trace_path is not None:
@@ -299,6 +293,19 @@ class Bench:
         codes = [p.stop() for p in procs]
         if any(codes):
             logger.warning("%s exit codes %s (logs in %s)", kind, codes, self.work)
+
+    def _cpu_meter(
+        self, procs: Sequence[ChildProcess]
+    ) -> Callable[[int], tuple[float | None, float | None]]:
+        """Starts counting CPU now; the function it returns gives ms per event (of ``n``) of
+        ``procs`` together and of the broker since then."""
+        pids = [p.pid for p in procs]
+        cpu0, broker0 = _cpu(pids), self._broker_cpu()
+
+        def per_event(n: int) -> tuple[float | None, float | None]:
+            return _per_event_ms(cpu0, _cpu(pids), n), _per_event_ms(broker0, self._broker_cpu(), n)
+
+        return per_event
 
     def _broker_cpu(self) -> float | None:
         return None if self.broker_pid is None else process_cpu_seconds(self.broker_pid)
