@@ -145,7 +145,12 @@ def check_histories(preds: list[Prediction]) -> None:
     """Each prediction saw exactly its user's events up to its own (k + 1 of them)."""
     for p in preds:
         k = int(p.event_id.rsplit("-", 1)[1])
-        assert p.history_length == k + 1, f"{p.event_id}: history {p.history_length}"
+        if p.history_length != k + 1:
+            seen = [(q.event_id, q.history_length) for q in preds if q.user_id == p.user_id]
+            raise AssertionError(
+                f"{p.event_id}: history {p.history_length}, not {k + 1}; "
+                f"that user's predictions in output order (event, history): {seen}"
+            )
 
 
 def test_sigkill_during_a_stream_loses_no_event_and_no_state(
