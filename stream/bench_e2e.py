@@ -21,18 +21,17 @@ import asyncio
 import logging
 import math
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
+from nextbehavior.stream.bench_probes import CpuMeter, cpu_meter, start_spy, stop_spies
 from nextbehavior.stream.bundle import read_manifest
 from nextbehavior.stream.loadgen import (
     Outgoing,
@@ -48,7 +47,6 @@ from nextbehavior.stream.worker_process import (
     PASSTHROUGH_MODULE,
     WORKER_MODULE,
     ChildProcess,
-    process_cpu_seconds,
     wait_group_settled,
 )
 
@@ -104,23 +102,6 @@ class PhaseResult:
     stats: list[dict[str, Any]]  # /stats of the process(es) after the backlog
     latency_stats: list[dict[str, Any]] = field(default_factory=list)  # after the latency part
     latency_cpu_ms_per_event: dict[str, float | None] = field(default_factory=dict)
-
-
-def _stop_spies(spies: Sequence[subprocess.Popen[bytes]]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-
-
-def _cpu(pids: Sequence[int]) -> float | None:
-    used = [process_cpu_seconds(pid) for pid in pids]
-    return None if any(u is None for u in used) else sum(u for u in used if u is not None)
-
-
-def _per_event_ms(before: float | None, after: float | None, events: int) -> float | None:
-    if before is None or after is None:
-        return None
-    return round((after - before) * 1000.0 / events, 4)
 
 
 class Bench:
@@ -189,7 +170,7 @@ class Bench:
             await produce_backlog(self.settings, topics["events"], self.backlog)
             await self._wait(collector, [e.event_id for e in self.backlog], procs)
             cpu, broker_cpu = meter(len(self.backlog))
-            _stop_spies(spies)
+            stop_spies(spies)
             produced = [collector.arrivals[e.event_id].produced_ms for e in self.backlog]
             span_s = max(1, max(produced) - min(produced)) / 1000.0
             eps = (len(produced) - 1) / span_s
@@ -236,7 +217,7 @@ class Bench:
             await self._wait(collector, list(sent), procs)
             process_ms, broker_ms = meter(len(sent))
             cpu = {"process": process_ms, "broker": broker_ms}
-            _stop_spies(spies)
+            stop_spies(spies)
             delays = [collector.arrivals[i].read_s - t for i, t in sent.items()]
             if opts.trace_path is not None:
                 path = opts.trace_path
@@ -294,33 +275,15 @@ class Bench:
         if any(codes):
             logger.warning("%s exit codes %s (logs in %s)", kind, codes, self.work)
 
-    def _cpu_meter(
-        self, procs: Sequence[ChildProcess]
-    ) -> Callable[[int], tuple[float | None, float | None]]:
-        """Starts counting CPU now; the function it returns gives ms per event (of ``n``) of
-        ``procs`` together and of the broker since then."""
-        pids = [p.pid for p in procs]
-        cpu0, broker0 = _cpu(pids), self._broker_cpu()
-
-        def per_event(n: int) -> tuple[float | None, float | None]:
-            return _per_event_ms(cpu0, _cpu(pids), n), _per_event_ms(broker0, self._broker_cpu(), n)
-
-        return per_event
-
-    def _broker_cpu(self) -> float | None:
-        return None if self.broker_pid is None else process_cpu_seconds(self.broker_pid)
+    def _cpu_meter(self, procs: Sequence[ChildProcess]) -> CpuMeter:
+        return cpu_meter([p.pid for p in procs], self.broker_pid)
 
     def _spy(self, proc: ChildProcess, phase: str = "backlog") -> subprocess.Popen[bytes]:
-        """``py-spy record`` of ``proc``: samples that hold the GIL (the Python work, which one
-        core serializes), per thread, as collapsed stacks."""
+        """Profile ``proc`` into ``<profile dir>/<kind><n>-<phase>.txt``."""
         assert self.options.profile_dir is not None
-        self.options.profile_dir.mkdir(parents=True, exist_ok=True)
         out = self.options.profile_dir / f"{proc.name.rsplit('-', 1)[0]}-{phase}.txt"
-        exe = Path(sys.executable).with_name("py-spy")
-        cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(proc.pid)]
-        cmd += ["--format", "raw", "--threads", "--gil", "--rate", "200", "--output", str(out)]
         logger.info("profiling %s into %s", proc.name, out)
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_spy(proc.pid, out)
 
     async def _wait(
         self, collector: OutputCollector, ids: list[str], procs: Sequence[ChildProcess]
