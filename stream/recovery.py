@@ -47,7 +47,9 @@ The fix, :class:`SafeRecovery`:
   after the resume. The seek stays after Faust's resume, as in Faust (an empty active set
   would otherwise hand over records as above).
 - aiokafka is called on Faust's consumer thread, where it runs (its pause state is not
-  thread-safe).
+  thread-safe), in order. A generation's last steps may run after the next assignment has
+  begun: that assignment's first step releases its changelog partitions, and the release of
+  the stream partitions is skipped once the generation is no longer current.
 
 The changelog pause: after recovery Faust stops asking for an active changelog partition, but
 aiokafka would keep fetching it, so the first record the worker writes to its own changelog came
@@ -98,18 +100,25 @@ class SafeRecovery(Recovery):
         generation_id: int = 0,
     ) -> None:
         """Hold the new assignment's stream partitions in aiokafka (see the module doc), then
-        Faust's steps (which pause them only logically and start table recovery)."""
+        Faust's steps (which pause them only logically and start table recovery). Its changelog
+        partitions are released, in case an older generation's last steps paused them after
+        this assignment began (aiokafka runs those steps in order, on one thread)."""
         streams = [tp for tp in assigned if not self._is_changelog_tp(tp)]
+        changelogs = [tp for tp in assigned if self._is_changelog_tp(tp)]
+
+        def hold(kafka: Any) -> None:
+            _resume(kafka, changelogs)
+            _pause(kafka, streams)
+
         await asyncio.wait_for(
-            self._in_aiokafka(lambda kafka: _pause(kafka, streams)),
-            timeout=self.app.conf.broker_request_timeout,
+            self._in_aiokafka(hold), timeout=self.app.conf.broker_request_timeout
         )
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
-    async def _start_streams(self) -> None:
+    async def _start_streams(self, generation_id: int) -> None:
         """Clear the agent queues, resume the stream partitions in Faust, seek them to their
-        committed offsets, then release them in aiokafka (Faust: resume, seek, clear; see the
-        module doc)."""
+        committed offsets, then release them in aiokafka unless a newer generation has begun
+        (Faust: resume, seek, clear; see the module doc)."""
         app: Any = self.app
         consumer = app.consumer
         timeout = app.conf.broker_request_timeout
@@ -124,7 +133,12 @@ class SafeRecovery(Recovery):
         if assignment:
             self.log.info("Seek stream partitions to committed offsets.")
             await self._wait(consumer.perform_seek(), timeout=timeout)
-        await self._wait(self._in_aiokafka(lambda kafka: _resume(kafka, streams)), timeout=timeout)
+
+        def release(kafka: Any) -> None:
+            if app.consumer_generation_id == generation_id:  # set on this thread at assignment
+                _resume(kafka, streams)
+
+        await self._wait(self._in_aiokafka(release), timeout=timeout)
         self.completed.set()
         consumer.resume_flow()
         await app._fetcher.maybe_start()  # make sure the fetcher runs
@@ -151,7 +165,7 @@ class SafeRecovery(Recovery):
         if app.consumer_generation_id != generation_id:
             self.log.warning("Recovery rebalancing again")
             return
-        await self._start_streams()
+        await self._start_streams(generation_id)
         self.tables.on_actives_ready()
         self.tables.on_standbys_ready()
         app.on_rebalance_end()
@@ -180,7 +194,7 @@ class SafeRecovery(Recovery):
                 generation_id,
             )
             return
-        await self._start_streams()
+        await self._start_streams(generation_id)
         self.tables.on_actives_ready()
         if not app.assignor.assigned_standbys():
             self.tables.on_standbys_ready()
