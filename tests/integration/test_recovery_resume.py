@@ -4,8 +4,9 @@ Faust clears the agents' queues *after* resuming the input partitions and seekin
 records that arrive in that window are dropped for good: the cause of the restarted worker
 that never predicted the events produced right after its start. ``faust_resume_app.py`` forces
 the window open (a pause after the seek, an agent busy on its first record). WITH
-``SafeTableManager`` every record is processed; WITHOUT it (plain Faust) records are lost, so
-this test fails if Faust ever fixes the order (then stream/recovery.py can go).
+``SafeTableManager`` every record is taken exactly once, in order (nothing of the input reaches
+the agent before the seek); WITHOUT it (plain Faust) records are lost, so this test fails if
+Faust ever fixes the order (then stream/recovery.py can go).
 """
 
 from __future__ import annotations
