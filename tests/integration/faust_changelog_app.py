@@ -15,23 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust_apps import table_app
-
-from nextbehavior.stream.compat import BrokerCompat, apply_compat
-from nextbehavior.stream.recovery import SafeTableManager
+from faust_apps import worker_like_app
 
 OUT = Path(os.environ["CP_OUT"])
 
-fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["CP_FIX"] == "on" else {}
-app = table_app(
-    os.environ["CP_APP_ID"],
-    os.environ["CP_BROKER"],
-    OUT,
-    consumer_auto_offset_reset="earliest",
-    **fix,
-)
-apply_compat(app, BrokerCompat(True, "changelog pause test"))  # as the worker: 10 ms fetches
-source = app.topic(os.environ["CP_SOURCE"], value_type=bytes, value_serializer="raw", partitions=1)
+app, source = worker_like_app("CP", OUT, "changelog pause test")
 table = app.Table("counts", default=int, partitions=1)
 taken = 0
 

@@ -19,28 +19,15 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 import faust
-from faust_apps import table_app
-
-from nextbehavior.stream.compat import BrokerCompat, apply_compat
-from nextbehavior.stream.recovery import SafeTableManager
+from faust_apps import worker_like_app
 
 OUT = Path(os.environ["RS_OUT"])
 FIRST_WAIT_S = 4.0
 QUEUE_S = 1.0
 
-fix: dict[str, Any] = {"TableManager": SafeTableManager} if os.environ["RS_FIX"] == "on" else {}
-app = table_app(
-    os.environ["RS_APP_ID"],
-    os.environ["RS_BROKER"],
-    OUT,
-    consumer_auto_offset_reset="earliest",
-    **fix,
-)
-apply_compat(app, BrokerCompat(True, "resume test"))  # as the worker: 10 ms fetch waits
-source = app.topic(os.environ["RS_SOURCE"], value_type=bytes, value_serializer="raw", partitions=1)
+app, source = worker_like_app("RS", OUT, "resume test")
 table = app.Table("seen", default=int, partitions=1)  # a table: recovery runs before the agent
 
 _Consumer = app.transport.Consumer
