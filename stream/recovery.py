@@ -110,6 +110,8 @@ class SafeRecovery(Recovery):
             _resume(kafka, changelogs)
             _pause(kafka, streams)
 
+        # Not self._wait: that ends early when the recovery-start signal is set, which belongs
+        # to Faust's own step below (and to the previous assignment's, if still set).
         await asyncio.wait_for(
             self._in_aiokafka(hold), timeout=self.app.conf.broker_request_timeout
         )
