@@ -145,8 +145,11 @@ async def fetch_highwaters(
 
 
 def _tansu_transport(app: Any) -> Any:
-    """A Faust aiokafka transport whose consumer reads high watermarks with fetches."""
+    """A Faust aiokafka transport whose consumer reads high watermarks with fetches (and
+    fetches safely: :mod:`nextbehavior.stream.safe_fetch`)."""
     from faust.transport.drivers import aiokafka as driver
+
+    from nextbehavior.stream.safe_fetch import SafeConsumerThread, safe_transport
 
     if not hasattr(driver.AIOKafkaConsumerThread, "_highwaters"):  # the one method we replace
         raise CompatError(
@@ -154,7 +157,7 @@ def _tansu_transport(app: Any) -> Any:
             "fix must be re-checked against it (tests/integration/test_compat_recovery.py)"
         )
 
-    class TansuConsumerThread(driver.AIOKafkaConsumerThread):
+    class TansuConsumerThread(SafeConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             if not hasattr(consumer, "_fetch_max_wait_ms"):  # read by AIOKafkaConsumer.start()
@@ -174,14 +177,7 @@ def _tansu_transport(app: Any) -> Any:
                 **driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
             )
 
-    class TansuConsumer(driver.Consumer):
-        def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-            return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    class TansuTransport(driver.Transport):
-        Consumer = TansuConsumer
-
-    return TansuTransport(app.conf.broker_consumer, app)
+    return safe_transport(app, TansuConsumerThread)
 
 
 def apply_compat(app: Any, compat: BrokerCompat) -> bool:

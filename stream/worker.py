@@ -30,6 +30,7 @@ from nextbehavior.stream.pipeline import Pipeline
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.privacy import pseudonymizer
 from nextbehavior.stream.recovery import SafeTableManager
+from nextbehavior.stream.safe_fetch import install_safe_fetch
 from nextbehavior.stream.settings import Settings
 from nextbehavior.stream.stats import Stats
 from nextbehavior.stream.table_writes import ActivityCounts, TableWriter, UserStates
@@ -155,7 +156,8 @@ def build_app(
 ) -> WorkerApp:
     """The worker's Faust app, ready for ``faust.Worker``; nothing connects until it starts."""
     app = faust.App(settings.app_id, **faust_config(settings, partitions))
-    apply_compat(app, compat)
+    if not apply_compat(app, compat):  # the Tansu transport fetches safely too
+        install_safe_fetch(app)  # Faust drops records it fetched across a rebalance
     source = input_topic(app, settings, partitions)
     state = app.Table(
         STATE_TABLE,

@@ -14,6 +14,7 @@ from nextbehavior.stream.compat import (
     apply_compat,
     resolve_compat,
 )
+from nextbehavior.stream.safe_fetch import SafeConsumerThread, install_safe_fetch
 from nextbehavior.stream.settings import Settings
 
 UNREACHABLE = "kafka://127.0.0.1:1"
@@ -51,7 +52,17 @@ def test_enabled_installs_the_fixes(caplog: pytest.LogCaptureFixture) -> None:
     assert app.conf.broker_heartbeat_interval == TANSU_HEARTBEAT_S
     consumer_cls = type(app.transport).Consumer
     assert issubclass(consumer_cls, driver.Consumer) and consumer_cls is not driver.Consumer
+    assert isinstance(app.consumer._thread, SafeConsumerThread)  # and it fetches safely
     assert "test reason" in caplog.text  # never silent
+
+
+def test_safe_fetches_go_on_aiokafka_apps_only(caplog: pytest.LogCaptureFixture) -> None:
+    app = _app()
+    assert install_safe_fetch(app) is True
+    assert isinstance(app.consumer._thread, SafeConsumerThread)
+    other = faust.App("compat-unit-confluent", broker="confluent://127.0.0.1:1")
+    assert install_safe_fetch(other) is False
+    assert other._transport is None and "left out" in caplog.text  # Faust builds its own
 
 
 def test_enabled_keeps_shorter_timeouts() -> None:
