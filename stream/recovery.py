@@ -48,8 +48,9 @@ The fix, :class:`SafeRecovery`:
   would otherwise hand over records as above).
 - aiokafka is called on Faust's consumer thread, where it runs (its pause state is not
   thread-safe), in order. A generation's last steps may run after the next assignment has
-  begun: that assignment's first step releases its changelog partitions, and the release of
-  the stream partitions is skipped once the generation is no longer current.
+  begun: that assignment's first step releases its changelog partitions, and the pause of the
+  changelogs and the release of the stream partitions are skipped once the generation is no
+  longer current (checked on that thread, where Faust sets the generation at an assignment).
 
 The changelog pause: after recovery Faust stops asking for an active changelog partition, but
 aiokafka would keep fetching it, so the first record the worker writes to its own changelog came
@@ -57,6 +58,9 @@ back and was held, unasked for, and aiokafka delayed every fetch from that broke
 prefetch backoff (100 ms): three ~100 ms input stalls in the first 0.3 s after each start or
 rebalance. Standby partitions, which Faust does read, are left alone; the next assignment
 unpauses everything, as aiokafka starts every assignment afresh.
+Records Faust's fetcher drops after aiokafka handed them over (a fetch made before a rebalance
+that returns the new assignment's changelog records) are kept by :mod:`.safe_fetch`, the other
+half of a safe recovery.
 Installed through Faust's ``TableManager`` setting (``faust.App(...,
 TableManager=SafeTableManager)``); no monkey-patching. Proven by
 ``tests/integration/test_recovery_resume.py`` (forces the race; every record taken once, in
@@ -130,7 +134,12 @@ class SafeRecovery(Recovery):
         unread = [  # active changelog partitions; standbys Faust goes on reading
             tp for tp in assignment if self._is_changelog_tp(tp) and tp not in self.standby_tps
         ]
-        await self._wait(self._in_aiokafka(lambda kafka: _pause(kafka, unread)), timeout=timeout)
+
+        def hold_unread(kafka: Any) -> None:
+            if app.consumer_generation_id == generation_id:  # else a newer assignment's own
+                _pause(kafka, unread)
+
+        await self._wait(self._in_aiokafka(hold_unread), timeout=timeout)
         consumer.resume_partitions(streams)
         if assignment:
             self.log.info("Seek stream partitions to committed offsets.")
