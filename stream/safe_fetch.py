@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
@@ -73,7 +73,7 @@ async def fetch_guarded(
     fetcher = consumer._fetcher
     if consumer._closed or fetcher._closed:
         raise ConsumerStoppedError()
-    wanted = frozenset(active)
+    wanted = frozenset(active)  # one C-level copy of a set: atomic under the GIL
     if not wanted:  # aiokafka would read an empty set as "every partition"
         return {}
     assignment = _assignment(consumer)
@@ -90,7 +90,8 @@ async def fetch_guarded(
 
 
 def _put_back(consumer: AIOKafkaConsumer, records: Records) -> None:
-    """Seek each partition back to its first handed-over record (its position before)."""
+    """Seek each partition back to its first handed-over record: its position before (or past
+    offsets that hold no record, such as transaction markers)."""
     owned = consumer.assignment()
     for tp, batch in records.items():
         if batch and tp in owned:
@@ -107,6 +108,9 @@ class SafeConsumerThread(driver.AIOKafkaConsumerThread):
         timeout: float | None = None,
         max_records: int | None = None,
     ) -> Any:
+        if active_partitions is None:  # a client-only app reads every partition: Faust's way
+            every = cast(Any, active_partitions)  # typed Set[TP] in Faust, but None here
+            return await super()._fetch_records(consumer, every, timeout, max_records)
         if not self.consumer.flow_active:
             return {}
         return await fetch_guarded(
