@@ -82,20 +82,27 @@ async def fetch_guarded(
     if not records:
         return {}
     if _assignment(consumer) is not assignment:
-        _put_back(consumer, records)  # Faust drops a call's records across a rebalance
+        _put_back(consumer, records, "fetched across a rebalance")  # Faust drops them all
         return {}
     inactive = {tp: batch for tp, batch in records.items() if tp not in active}
-    _put_back(consumer, inactive)
+    if inactive:
+        _put_back(consumer, inactive, "of partitions paused meanwhile")
     return {tp: list(batch) for tp, batch in records.items() if tp not in inactive}
 
 
-def _put_back(consumer: AIOKafkaConsumer, records: Records) -> None:
+def _put_back(consumer: AIOKafkaConsumer, records: Records, why: str) -> None:
     """Seek each partition back to its first handed-over record: its position before (or past
     offsets that hold no record, such as transaction markers)."""
     owned = consumer.assignment()
-    for tp, batch in records.items():
-        if batch and tp in owned:
-            consumer.seek(tp, batch[0].offset)
+    kept = {tp: batch for tp, batch in records.items() if batch and tp in owned}
+    for tp, batch in kept.items():
+        consumer.seek(tp, batch[0].offset)
+    logger.info(
+        "kept %d records %s unread (Faust would drop them): %s",
+        sum(map(len, kept.values())),
+        why,
+        ", ".join(f"{tp.topic}[{tp.partition}]@{batch[0].offset}" for tp, batch in kept.items()),
+    )
 
 
 class SafeConsumerThread(driver.AIOKafkaConsumerThread):

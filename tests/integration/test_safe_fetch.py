@@ -9,6 +9,7 @@ the position where it was, so the next read gets them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka_checks import unique
 from worker_proc import run
 
+from nextbehavior.stream import safe_fetch
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.safe_fetch import fetch_guarded
 from nextbehavior.stream.topics import TopicSpec, ensure_topics
@@ -75,10 +77,11 @@ FETCHES = {"plain": _plain, "guarded": _guarded}
 
 @pytest.mark.parametrize("how", FETCHES)
 def test_records_of_a_new_assignment_are_not_handed_to_a_call_made_before_it(
-    broker: EmbeddedBroker, how: str
+    broker: EmbeddedBroker, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A call waiting when the assignment changes must not hand over the new assignment's
     records (Faust drops them: seen as a table recovery that waited forever)."""
+    caplog.set_level(logging.INFO, logger=safe_fetch.__name__)
 
     async def scenario() -> tuple[dict[Any, Any], int, list[int]]:
         tp, other = await _topic(broker)
@@ -101,6 +104,7 @@ def test_records_of_a_new_assignment_are_not_handed_to_a_call_made_before_it(
         assert sum(map(len, handed.values())) == 5 and position == 5 and reread == []
     else:
         assert handed == {} and position == 0 and reread == [0, 1, 2, 3, 4]
+        assert "kept 5 records fetched across a rebalance unread" in caplog.text
 
 
 @pytest.mark.parametrize("how", FETCHES)
@@ -126,9 +130,12 @@ def test_an_empty_active_set_hands_over_nothing(broker: EmbeddedBroker, how: str
         assert handed == {} and position == 0
 
 
-def test_a_partition_paused_during_the_call_keeps_its_records(broker: EmbeddedBroker) -> None:
+def test_a_partition_paused_during_the_call_keeps_its_records(
+    broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     """Faust drops records of a partition no longer in its active set when they arrive; the
     guarded fetch asks for a copy of the set, so it puts such records back itself."""
+    caplog.set_level(logging.INFO, logger=safe_fetch.__name__)
 
     async def scenario() -> tuple[dict[Any, Any], int, list[int]]:
         tp, other = await _topic(broker)
@@ -146,3 +153,4 @@ def test_a_partition_paused_during_the_call_keeps_its_records(broker: EmbeddedBr
 
     handed, position, reread = run(scenario())
     assert handed == {} and position == 0 and reread == [0, 1, 2, 3]
+    assert "of partitions paused meanwhile unread" in caplog.text
