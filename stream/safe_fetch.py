@@ -24,11 +24,12 @@ The fix, :func:`fetch_guarded`, is what :class:`SafeConsumerThread` uses instead
 a copy of the active set (never an empty one), and before returning, on the consumer thread
 where nothing else can seek meanwhile, it seeks back to its first record every partition whose
 records Faust would drop: all of them when aiokafka's assignment changed during the call, else
-those no longer active. A seek back only undoes the hand-over, so nothing is skipped and nothing
-is read twice. Left: a partition paused on Faust's main thread after this returns still has its
-records dropped there; Faust pauses only at an assignment (those records belong to the old one,
-which the new one re-reads) and at the end of active recovery (changelog records past the
-recovered high water: this worker's own writes, already in its tables).
+those no longer active (partitions held back for a full agent buffer excepted: Faust takes their
+records). A seek back only undoes the hand-over, so nothing is skipped and nothing is read
+twice. Left: a partition paused on Faust's main thread after this returns still has its records
+dropped there; Faust pauses only at an assignment (those records belong to the old one, which
+the new one re-reads) and at the end of active recovery (changelog records past the recovered
+high water: this worker's own writes, already in its tables).
 Proven by ``tests/integration/test_safe_fetch.py``.
 """
 
@@ -66,10 +67,12 @@ async def fetch_guarded(
     *,
     timeout: float = 0.0,
     max_records: int | None = None,
+    buffered: Collection[TopicPartition] = (),
 ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
     """Records of ``active`` partitions (a set the caller may change meanwhile), as aiokafka's
     ``fetched_records``, minus those it would throw away (see the module doc), which stay
-    unread. Call it on the aiokafka consumer's own event loop."""
+    unread; records of ``buffered`` partitions (Faust's, paused for a full agent buffer) are
+    taken like Faust takes them. Call it on the aiokafka consumer's own event loop."""
     fetcher = consumer._fetcher
     if consumer._closed or fetcher._closed:
         raise ConsumerStoppedError()
@@ -84,7 +87,9 @@ async def fetch_guarded(
     if _assignment(consumer) is not assignment:
         _put_back(consumer, records, "fetched across a rebalance")  # Faust drops them all
         return {}
-    inactive = {tp: batch for tp, batch in records.items() if tp not in active}
+    inactive = {
+        tp: batch for tp, batch in records.items() if tp not in active and tp not in buffered
+    }
     if inactive:
         _put_back(consumer, inactive, "of partitions paused meanwhile")
     return {tp: list(batch) for tp, batch in records.items() if tp not in inactive}
@@ -121,7 +126,11 @@ class SafeConsumerThread(driver.AIOKafkaConsumerThread):
         if not self.consumer.flow_active:
             return {}
         return await fetch_guarded(
-            consumer, active_partitions, timeout=timeout or 0.0, max_records=max_records
+            consumer,
+            active_partitions,
+            timeout=timeout or 0.0,
+            max_records=max_records,
+            buffered=self.consumer._buffered_partitions,
         )
 
 

@@ -130,11 +130,13 @@ def test_an_empty_active_set_hands_over_nothing(broker: EmbeddedBroker, how: str
         assert handed == {} and position == 0
 
 
-def test_a_partition_paused_during_the_call_keeps_its_records(
-    broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("moved_to", ["paused", "buffered"])
+def test_a_partition_leaving_the_active_set_during_the_call(
+    broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture, moved_to: str
 ) -> None:
-    """Faust drops records of a partition no longer in its active set when they arrive; the
-    guarded fetch asks for a copy of the set, so it puts such records back itself."""
+    """Faust drops records of a partition no longer in its active set when they arrive, unless
+    it paused it for a full agent buffer; the guarded fetch asks for a copy of the set, so it
+    puts the records Faust would drop back itself, and hands over the buffered ones."""
     caplog.set_level(logging.INFO, logger=safe_fetch.__name__)
 
     async def scenario() -> tuple[dict[Any, Any], int, list[int]]:
@@ -142,15 +144,25 @@ def test_a_partition_paused_during_the_call_keeps_its_records(
         async with _consumer(broker) as consumer:
             consumer.assign([tp, other])
             await consumer.seek_to_beginning(tp, other)
-            active = {tp, other}
-            waiting = asyncio.create_task(fetch_guarded(consumer, active, timeout=5.0))
+            active, buffered = {tp, other}, set[TopicPartition]()
+            waiting = asyncio.create_task(
+                fetch_guarded(consumer, active, timeout=5.0, buffered=buffered)
+            )
             await asyncio.sleep(0.3)
             active.discard(tp)  # Faust pauses tp while the call waits
+            if moved_to == "buffered":
+                buffered.add(tp)
             await _produce_to(broker, tp, 4)
             handed = await asyncio.wait_for(waiting, 10)
             position = await consumer.position(tp)
-            return handed, position, await _read(consumer, tp, 4)
+            return handed, position, await _read(consumer, tp, 4 - len(handed.get(tp, [])))
 
     handed, position, reread = run(scenario())
-    assert handed == {} and position == 0 and reread == [0, 1, 2, 3]
-    assert "of partitions paused meanwhile unread" in caplog.text
+    if moved_to == "paused":
+        assert handed == {} and position == 0 and reread == [0, 1, 2, 3]
+        assert "of partitions paused meanwhile unread" in caplog.text
+    else:  # taken as Faust takes them; the rest follows, each record once
+        (tp,) = handed
+        taken = [record.offset for record in handed[tp]]
+        assert taken and position == len(taken) and taken + reread == [0, 1, 2, 3]
+        assert "kept" not in caplog.text
