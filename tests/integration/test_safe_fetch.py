@@ -1,9 +1,11 @@
 """Safe fetches on the real broker: records Faust would throw away stay unread.
 
-Each test pairs the guarded fetch (:func:`nextbehavior.stream.safe_fetch.fetch_guarded`) with
-aiokafka's plain ``fetched_records``, as Faust calls it, in the same situation: the plain call
-hands the records over (position past them, and Faust would drop them), the guarded one leaves
-the position where it was, so the next read gets them.
+The first two tests pair the guarded fetch (:func:`nextbehavior.stream.safe_fetch.fetch_guarded`)
+with aiokafka's plain ``fetched_records``, as Faust calls it, in the same situation: the plain
+call hands the records over (position past them, and Faust would drop them), the guarded one
+leaves the position where it was, so the next read gets them. The last covers what the guard's
+copy of the active set changes: it must itself keep the records of a partition paused meanwhile
+(and hand over those of one Faust holds back for a full buffer, as Faust takes them).
 """
 
 from __future__ import annotations
