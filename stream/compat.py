@@ -197,7 +197,9 @@ def apply_compat(app: Any, compat: BrokerCompat) -> bool:
             "processing_guarantee=exactly_once does not work on the embedded Tansu broker "
             "(no idempotent producer); use at_least_once, or Apache Kafka"
         )
-    if str(app.conf.broker_consumer[0].scheme) not in ("kafka", "aiokafka"):
+    from nextbehavior.stream.safe_fetch import uses_aiokafka
+
+    if not uses_aiokafka(app):
         raise CompatError(f"the Tansu fixes need the aiokafka transport, not {conf.broker}")
     from faust.exceptions import AlreadyConfiguredWarning
 

@@ -147,12 +147,19 @@ def safe_transport(app: Any, thread_class: type[SafeConsumerThread] = SafeConsum
     return SafeTransport(app.conf.broker_consumer, app)
 
 
+def uses_aiokafka(app: Any) -> bool:
+    """Whether a Faust ``app`` consumes through Faust's aiokafka transport (``kafka://``,
+    ``aiokafka://``), the one these fixes (and the Tansu ones) are written for."""
+    return str(app.conf.broker_consumer[0].scheme) in ("kafka", "aiokafka")
+
+
 def install_safe_fetch(app: Any) -> bool:
     """Give a Faust ``app`` (before it starts) the safe fetches; False (and a warning) for a
     transport other than aiokafka, which is left as it is."""
-    scheme = str(app.conf.broker_consumer[0].scheme)
-    if scheme not in ("kafka", "aiokafka"):
-        logger.warning("safe fetches need Faust's aiokafka transport, not %s: left out", scheme)
+    if not uses_aiokafka(app):
+        logger.warning(
+            "safe fetches need Faust's aiokafka transport, not %s: left out", app.conf.broker
+        )
         return False
     app.transport = safe_transport(app)
     return True
