@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from kafka_checks import unique
+from kafka_checks import new_topic
 from worker_proc import run
 
 from nextbehavior.stream import safe_fetch
 from nextbehavior.stream.broker import EmbeddedBroker
 from nextbehavior.stream.safe_fetch import fetch_guarded
-from nextbehavior.stream.topics import TopicSpec, ensure_topics
 
 
 @asynccontextmanager
@@ -40,8 +39,7 @@ async def _consumer(broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaConsumer]:
 
 
 async def _topic(broker: EmbeddedBroker) -> tuple[TopicPartition, TopicPartition]:
-    topic = unique("safe-fetch")
-    await ensure_topics(broker.bootstrap, [TopicSpec(topic, 2)])
+    topic = await new_topic(broker, "safe-fetch", partitions=2)
     return TopicPartition(topic, 0), TopicPartition(topic, 1)
 
 
