@@ -12,7 +12,10 @@ text-only rows. Warm items are always ranked by the model's warm rows (the ID-on
 - ``slot p``: a reserved cold slot, the best text-only item inserted at rank ``p`` of the warm
   top 10 (the warm items from rank ``p`` on move down one, the 10th drops out), always, or only
   when its logit minus the logit of the warm item it displaces is at least a threshold ``t``;
-- ``last m``: the ``m`` best text-only items take ranks ``11 - m`` .. 10.
+- ``last m``: the ``m`` best text-only items take ranks ``11 - m`` .. 10;
+- ``mixture``: per user, a two-part probability: ``(1 - pi) * softmax over warm rows`` and
+  ``pi * softmax over text-only rows``, ``pi`` the share of validation targets that are stand-ins
+  (unlike an offset, each part is normalized per user: a flat warm ranking lets text rows in).
 
 Each policy is scored on validation and on test. On validation, as calibration does
 (``model.text_side``), a seeded 10% of warm items stand in for cold ones (text rows, dropped from
@@ -101,14 +104,25 @@ class World:
         return np.where(hit, 10 - m + self.cold_rank, r), hit
 
     def offset(self, b: float) -> tuple[Ranks, B]:
-        s = np.where(
-            self.warm[None], self.logits, np.where(self.pool[None], self.logits + b, -np.inf)
-        )
+        return self.offset_of(np.where(self.warm[None], self.logits, self.logits + b))
+
+    def offset_of(self, scores: F) -> tuple[Ranks, B]:
+        """Ranks and cold hits when warm and text-only rows compete by ``scores`` (N, V)."""
+        s = np.where((self.warm | self.pool)[None], scores, -np.inf)
         n = len(self.y)
         rank = (s > s[np.arange(n), self.y][:, None]).sum(1)
         ok = (self.warm | self.pool)[self.y] & (self.y > 0)
         rank = np.where(ok, rank, MISS)
         return rank, self.pool[self.y] & (rank < 10)
+
+    def mixture(self, pi: float) -> tuple[Ranks, B]:
+        def log_softmax(mask: B) -> F:
+            s = np.where(mask[None], self.logits, -np.inf)
+            top = s.max(1, keepdims=True)
+            return s - top - np.log(np.exp(s - top).sum(1, keepdims=True))  # type: ignore[no-any-return]
+
+        warm, pool = log_softmax(self.warm) + np.log1p(-pi), log_softmax(self.pool) + np.log(pi)
+        return self.offset_of(np.where(self.warm[None], warm, pool))
 
     def margin(self, p: int) -> F:
         return self.cold_best - self.warm_top[:, p - 1]  # type: ignore[no-any-return]
@@ -126,7 +140,7 @@ class World:
         return [float((r < k).sum() / max(1, self.cold.sum())) for k in (1, 5, 10)]
 
 
-def policies(w: World, gate: float) -> dict[str, dict[str, float]]:
+def policies(w: World, gate: float, pi: float) -> dict[str, dict[str, float]]:
     never = np.zeros(len(w.y), dtype=np.bool_)
     always = ~never
     out = {"never": w.score(*w.slot(10, never))}
@@ -137,6 +151,7 @@ def policies(w: World, gate: float) -> dict[str, dict[str, float]]:
     out[f"slot 10, margin >= {gate:.2f}"] = w.score(*w.slot(10, w.margin(10) >= gate))
     for m in (2, 3):
         out[f"last {m}, always"] = w.score(*w.last(m))
+    out[f"mixture, pi {pi:.3f}"] = w.score(*w.mixture(pi))
     return out
 
 
@@ -184,7 +199,8 @@ def main() -> int:
     test = World(test_logits, test_y, warm, ~warm & not_pad, target_is(split, "test", cold) == 1)
     ceiling = World(id_logits, valid_y, warm & ~stand_in, stand_in, stand_in[valid_y])
     gate = choose_gate(valid)
-    rows = {"valid": policies(valid, gate), "test": policies(test, gate)}
+    pi = float(valid.cold.mean())  # the prior of a stand-in target, from validation
+    rows = {"valid": policies(valid, gate, pi), "test": policies(test, gate, pi)}
     chance = 10 / (len(ck.items) - 1)
     print(f"{args.checkpoint}: {int(real.sum())} cold items, {int(test.cold.sum())} cold test "
           f"targets, {int(valid.cold.sum())} stand-in validation targets; chance hit@10 "
