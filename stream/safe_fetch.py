@@ -1,6 +1,6 @@
 """Faust consumer fetches that never let aiokafka hand over records Faust will throw away.
 
-The bug (faust-streaming 0.15.3 with aiokafka 0.12; found here, not yet reported upstream):
+The bug (faust-streaming 0.15.3 with aiokafka 0.14.0; found here, not yet reported upstream):
 Faust's fetcher asks aiokafka for records on its consumer thread with
 ``fetcher.fetched_records(<Faust's set of active partitions>, timeout=1.0)``, passing its live
 set object. aiokafka moves a partition's position past every record it hands over. Faust then
