@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,21 +10,12 @@ from nextbehavior.stream.compat import BrokerCompat
 from nextbehavior.stream.predictor import Predictor
 from nextbehavior.stream.safe_fetch import SafeConsumerThread
 from nextbehavior.stream.settings import Settings
-from nextbehavior.stream.worker import ACTIVITY_TABLE, STATE_TABLE, build_app, event_loop
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
+from nextbehavior.stream.worker import ACTIVITY_TABLE, STATE_TABLE, build_app
 
 
 @pytest.mark.parametrize("tansu", [False, True], ids=["kafka", "tansu"])
 def test_every_broker_gets_safe_fetches_and_both_tables(
-    tiny_bundle: Path, tmp_path: Path, loop: asyncio.AbstractEventLoop, tansu: bool
+    tiny_bundle: Path, tmp_path: Path, tansu: bool
 ) -> None:
     settings = Settings(broker="kafka://127.0.0.1:1", app_id=f"wiring-{tansu}", state_dir=tmp_path)
     predictor = Predictor(tiny_bundle, ["CPUExecutionProvider"])
