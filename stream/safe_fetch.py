@@ -102,6 +102,8 @@ def _put_back(consumer: AIOKafkaConsumer, records: Records, why: str) -> None:
     kept = {tp: batch for tp, batch in records.items() if batch and tp in owned}
     for tp, batch in kept.items():
         consumer.seek(tp, batch[0].offset)
+    if not kept:  # all of them were of partitions aiokafka no longer owns: nothing to keep
+        return
     logger.info(
         "kept %d records %s unread (Faust would drop them): %s",
         sum(map(len, kept.values())),
