@@ -24,7 +24,10 @@ The gated slot's threshold is chosen on validation only: the most stand-in hits 
 thresholds that keep validation warm NDCG@10 >= 98% of ``never`` ("never" is a candidate).
 Test targets are split into cold (a held-out item) and warm as ``evaluate`` splits them.
 Also printed: how often the target is first among text-only items alone (all a single slot can
-convert into hits), and, for the stand-ins, the same with their trained ID rows instead.
+convert into hits), and, for the stand-ins, the same with their trained ID rows instead; and two
+rankings that use no model at all: the cosine of each item's text vector to that of the user's
+newest readable (warm) history item, and popularity (every item's event count in the whole log,
+the held-out items' own events included: an oracle no text model has).
 """
 
 from __future__ import annotations
@@ -72,6 +75,27 @@ def logits_of(
         out.append(logits.float().numpy())
         ys.append(y)
     return np.concatenate(out), np.concatenate(ys)
+
+
+def last_readable(
+    split: Split, which: Literal["valid", "test"], items: list[str], readable: B, max_len: int
+) -> Ranks:
+    """(N,) each ``which`` target's newest history item that ``readable`` allows (0: none)."""
+    ii = {n: i for i, n in enumerate(items)}
+    out = []
+    for x, _, _, _ in eval_batches(split, which, ii, {}, max_len):
+        ok = readable[x] & (x > 0)
+        newest = max_len - 1 - np.argmax(ok[:, ::-1], axis=1)
+        out.append(np.where(ok.any(1), x[np.arange(len(x)), newest], 0))
+    return np.concatenate(out)
+
+
+def content_only(
+    text: F, last: Ranks, counts: F
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Model-free scores (N, V): text cosine to the newest readable item; popularity."""
+    unit = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    return unit[last] @ unit.T, np.broadcast_to(counts, (len(last), len(counts)))
 
 
 class World:
@@ -181,7 +205,8 @@ def main() -> int:
     cold = (ck.data.get("cold_items") or {}).get("items") or []
     if table is None or not cold:
         raise SystemExit(f"{args.checkpoint}: not a text-aware model trained with --cold-items")
-    split = make_split(build_sequences(load_events(args.data, progress=False)), TrainConfig().split)
+    events = load_events(args.data, progress=False)
+    split = make_split(build_sequences(events), TrainConfig().split)
     select = without_targets(split, cold)
     warm = (table.warm > 0).numpy().copy()
     real = np.zeros_like(warm)
@@ -217,6 +242,22 @@ def main() -> int:
               f"({t['cold_hit@10'] / chance:.1f}x) |")  # fmt: skip
     among = {"test, text rows": test.among_cold(), "valid stand-ins, text rows": valid.among_cold(),
              "valid stand-ins, their ID rows": ceiling.among_cold()}  # fmt: skip
+    index = {n: i for i, n in enumerate(ck.items)}
+    counts = np.zeros(len(ck.items))
+    np.add.at(counts, [index.get(events.items[i], 0) for i in events.item], 1.0)
+    text = table.text.numpy().astype(np.float64)
+    sides: list[tuple[str, World, Literal["valid", "test"], Split, B]] = [
+        ("test", test, "test", split, warm),
+        ("valid stand-ins", valid, "valid", select, valid.warm),
+    ]
+    for name, w, which, sp, readable in sides:
+        last = last_readable(sp, which, ck.items, readable, model.cfg.max_len)
+        cosine, popular = content_only(text, last, counts)
+        for label, s in (
+            ("text cosine to the newest warm history item", cosine),
+            ("popularity (oracle)", popular),
+        ):
+            among[f"{name}, {label}"] = World(s, w.y, w.warm, w.pool, w.cold).among_cold()
     for name, (h1, h5, h10) in among.items():
         print(f"target among text-only items alone, {name}: hit@1 {h1:.3f}, @5 {h5:.3f}, "
               f"@10 {h10:.3f}")  # fmt: skip

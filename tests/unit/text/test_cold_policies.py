@@ -72,3 +72,27 @@ def test_gate_fires_where_it_converts_a_cold_target_and_never_is_a_candidate() -
     assert w.score(*w.slot(10, margin >= gate))["cold_hit@10"] == 0.5
     # every firing costs user 0's warm hit (more than 2% of warm NDCG@10): never serve
     assert bench.choose_gate(_world([(12.0, 4.0)] + [(5.0, 4.0)] * 3)) == math.inf
+
+
+def test_last_readable_is_the_newest_history_item_the_mask_allows(tmp_path: Path) -> None:
+    from nextbehavior.model.loaders import load_events
+    from nextbehavior.model.sequences import build_sequences, leave_one_out
+
+    # a: w1 w2 c1 | valid w3 | test w1; b: c1 c1 | valid w2 | test w3 (only a cold item before)
+    log = [("a", "w1"), ("a", "w2"), ("a", "c1"), ("a", "w3"), ("a", "w1")]
+    log += [("b", "c1"), ("b", "c1"), ("b", "w2"), ("b", "w3")]
+    path = tmp_path / "u.data"
+    path.write_text("".join(f"{u}\t{i}\t1\t{t}\n" for t, (u, i) in enumerate(log)))
+    split = leave_one_out(build_sequences(load_events(path, progress=False)))
+    items = ["[PAD]", "w1", "w2", "w3", "c1"]
+    readable = np.array([False, True, True, True, False])
+    last = _bench().last_readable(split, "valid", items, readable, 8)
+    assert last.tolist() == [2, 0]  # a: c1 is skipped, w2 is the newest readable; b: none
+    assert _bench().last_readable(split, "test", items, readable, 8).tolist() == [3, 2]
+
+
+def test_content_only_scores_text_cosine_and_popularity() -> None:
+    text = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    cosine, popular = _bench().content_only(text, np.array([1, 2]), np.array([0.0, 5, 1, 7]))
+    assert np.allclose(cosine[0], [0, 1, 0, 2**-0.5]) and np.allclose(cosine[1], [0, 0, 1, 2**-0.5])
+    assert popular.shape == (2, 4) and popular[1].tolist() == [0, 5, 1, 7]
