@@ -9,6 +9,8 @@ only, so tests that do not use them never load it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,20 @@ def _train_tiny(steps: int, seed: int) -> tuple[Any, float]:
         opt.step()
         losses.append(loss.item())
     return model.eval(), losses[-1]
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_undone() -> Iterator[None]:
+    """A CLI command run in-process (``stream.console.setup_logging``) puts a handler on the
+    root logger that writes to the ``sys.stderr`` of that moment: pytest's capture, closed
+    after the test. Take it off again, so that later tests do not log into a closed file."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
