@@ -16,7 +16,11 @@ What it changes, when on:
    one method, for this app only, by :func:`fetch_highwaters`: a short-lived group-less consumer
    fetches from each partition's last batch and reads the high watermark that the Fetch response
    carries (which Tansu reports right). Installed by giving the app a transport subclass; no
-   global monkey-patching. Proven by ``tests/integration/test_compat_recovery.py``.
+   global monkey-patching. Proven by ``tests/integration/test_compat_recovery.py``. How much
+   a restart without the fix loses varies: Faust (``Recovery._slurp_changelogs``) still
+   applies records past the wrong end while another changelog partition is recovering, so
+   with several partitions a restart can lose nothing (that test uses one partition and one
+   table, so the loss always shows).
 2. **Short group timeouts.** Tansu holds each JoinGroup for session_timeout/2, so Faust's 60 s
    default makes every start take ~30 s: session timeout <= 6 s, heartbeat <= 1 s.
 3. **Short fetch waits.** Tansu holds every Fetch for its whole max wait, even when records
