@@ -243,8 +243,8 @@ def main() -> int:
     among = {"test, text rows": test.among_cold(), "valid stand-ins, text rows": valid.among_cold(),
              "valid stand-ins, their ID rows": ceiling.among_cold()}  # fmt: skip
     index = {n: i for i, n in enumerate(ck.items)}
-    counts = np.zeros(len(ck.items))
-    np.add.at(counts, [index.get(events.items[i], 0) for i in events.item], 1.0)
+    code_to_id = np.array([index.get(name, 0) for name in events.items], dtype=np.int64)
+    counts = np.bincount(code_to_id[events.item], minlength=len(ck.items)).astype(np.float64)
     text = table.text.numpy().astype(np.float64)
     sides: list[tuple[str, World, Literal["valid", "test"], Split, B]] = [
         ("test", test, "test", split, warm),

@@ -286,16 +286,7 @@ def test_restart_loses_state_without_the_compat_fix(broker: EmbeddedBroker, spaw
     for k in (5, 6, 7):  # event k of every user, after restart k - 4
         worker = spawn(env, f"restart{k - 4}")
         worker.wait_ready()
-        more = [
-            (
-                u.encode(),
-                orjson.dumps(
-                    event(f"{u}-{k}", u, f"i{FIRST_ITEM[u] + k}", BASE + 10_000 * (k - 4))
-                ),
-            )
-            for u in USERS
-        ]
-        run(produce(broker.bootstrap, topic, more))
+        run(produce(broker.bootstrap, topic, [valid(u, k) for u in USERS]))
         wanted = {f"{u}-{k}" for u in USERS}
         after = by_id(predictions_of(broker, env, wanted))
         assert wanted <= after.keys(), worker.tail()
